@@ -1,0 +1,1 @@
+"""animate124.fields"""
