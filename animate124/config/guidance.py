@@ -61,8 +61,19 @@ class Zero123GuidanceConfig(SDSConfig):
     """λ_eff = weight · angle(current, reference)/180 (spec §7.4)."""
 
 
+class VideoPriorKind(str, Enum):
+    text = "text"
+    """Text-to-video SDS only (ModelScope / ZeroScope UNet3D; the original)."""
+    image = "image"
+    """Image-conditioned video SDS only (Stable Video Diffusion; guidance/image_video.py)."""
+    both = "both"
+    """Both terms, each with its own weight."""
+
+
 @dataclass
 class VideoGuidanceConfig(SDSConfig):
+    kind: VideoPriorKind = VideoPriorKind.text
+    """Which video prior(s) the dynamic/refine phases use; the image prior's settings are in guidance.image_video."""
     model: str = "damo-vilab/text-to-video-ms-1.7b"
     cfg_scale: float = 101.0
     t_min: float = 0.02
@@ -75,9 +86,38 @@ class VideoGuidanceConfig(SDSConfig):
 
 
 @dataclass
+class ImageVideoGuidanceConfig(SDSConfig):
+    """Image-conditioned video SDS through Stable Video Diffusion (guidance/image_video.py).
+
+    Timesteps t are drawn like the other terms and mapped to EDM noise levels σ_t = sqrt((1 − ᾱ_t)/ᾱ_t) of SVD's
+    training schedule (t ∈ [20, 980] → σ ∈ [0.14, 13.0]); the default weighting 1 − ᾱ_t = σ²/(1 + σ²) is DreamFusion's.
+    """
+
+    model: str = "stabilityai/stable-video-diffusion-img2vid"
+    weight: float = 1.0
+    cfg_scale: float = 3.0
+    """Standard CFG scale on every frame (the pipeline's max_guidance_scale)."""
+    cfg_ramp_min: Optional[float] = None
+    """If set, use the pipeline's per-frame ramp linspace(cfg_ramp_min, cfg_scale, F) (1.0 leaves frame 0 unguided)."""
+    t_min: float = 0.02
+    t_max: float = 0.98
+    height: int = 256
+    width: int = 256
+    fps: int = 7
+    """Conditioning fps (passed to the UNet as fps − 1)."""
+    motion_bucket_id: int = 127
+    """Conditioning motion amount (higher = more motion)."""
+    noise_aug_strength: float = 0.02
+    """Pixel-space noise added to the conditioning image (and passed to the UNet)."""
+    vae_grad_frames: Optional[int] = None
+    """Keep VAE-encoder gradients for only this many frames (None = all): a memory lever."""
+
+
+@dataclass
 class GuidanceConfig:
     """All guidance terms; phases enable the ones they use."""
 
     sd: StableDiffusionGuidanceConfig = field(default_factory=StableDiffusionGuidanceConfig)
     zero123: Zero123GuidanceConfig = field(default_factory=Zero123GuidanceConfig)
     video: VideoGuidanceConfig = field(default_factory=VideoGuidanceConfig)
+    image_video: ImageVideoGuidanceConfig = field(default_factory=ImageVideoGuidanceConfig)
