@@ -108,17 +108,64 @@ class StaticPhaseConfig(TrainLoopConfig):
 
 
 @dataclass
+class ClipConfig:
+    """Training-clip time sampling (data/time.py; spec §6.4). The rates hold exactly."""
+
+    precision: int = 256
+    """Lattice steps P of [0, 1]: τ_i = (s + i·k)/P."""
+    start_zero_rate: float = 0.1
+    """P(first frame is τ = 0) = the original's zero_rate·(1 − mirror) = 0.2·0.5."""
+    end_one_rate: float = 0.1
+    """P(last frame is τ = 1) = the original's zero_rate·mirror = 0.2·0.5."""
+    max_stride: Optional[int] = None
+    """Largest stride k (uniform on 1..k_max); None = precision // num_frames (16 for 256/16)."""
+
+
+@dataclass
 class DynamicPhaseConfig(TrainLoopConfig):
-    """Dynamic coarse stage (spec §8.2)."""
+    """Dynamic coarse stage (spec §8.2, §8.4). Step counts are this phase's own (10k new steps)."""
 
     kind: PhaseKind = PhaseKind.dynamic
     max_steps: int = 10000
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(grad_clip_value=1.0))
     num_frames: int = 16
+    """Frames F per training clip (also the video model's frame count)."""
     render_size: int = 128
+    """Training render size (square); frames are resized to guidance.video.height × width."""
     ref_size: int = 192
+    """Reference-view render size."""
     known_interval: int = 4
+    """Every known_interval-th step is a reference step at τ = 0 (rgb/mask/depth), the others SDS steps."""
     time_slots: int = 16
+    """Occupancy time slots (centres (k+0.5)/S; re-estimated at their own times after init, spec §14.1)."""
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    """Time sampling of training clips."""
+    dynamic_cam_rate: float = 0.9
+    """Probability of a moving camera over the clip (spec §6.3); otherwise fixed."""
+    ambient_min: float = 0.1
+    """Ambient ratio a ~ U(ambient_min, 1) on SDS steps."""
+    textureless_rate: float = 0.2
+    """Probability of textureless shading on SDS steps (else lambertian)."""
+    zero123_on_start: bool = True
+    """Apply Zero-1-to-3 SDS to frame 0 of clips that start at τ = 0 (spec §7.4)."""
+    lambda_rgb: float = 5.0
+    lambda_mask: float = 0.5
+    lambda_depth: float = 0.01
+    lambda_entropy: float = 1e-3
+    """Opacity entropy, ramped by min(1, 2·step/max_steps) over this phase's steps."""
+    lambda_orient: float = 1e-2
+    lambda_normal_smooth: float = 0.5
+    lambda_normal_blur: float = 0.5
+    lambda_time_tv: float = 0.1
+    """Temporal TV of the keyframe tables (spec §7.8)."""
+    val_frames: int = 64
+    """Frames of each validation video (τ = linspace(0, 1))."""
+    val_size: int = 256
+    """Validation video size (rounded up to a multiple of 16)."""
+    val_fps: int = 15
+    """Frames per second of the validation videos."""
+    val_elevation: float = 15.0
+    """Elevation (°) of the orbit-while-animating video; the fixed-view video uses the reference view."""
 
 
 @dataclass
