@@ -136,6 +136,9 @@ class CaseConfig:
     """Case folder name, e.g. panda-dance (None: no case; give image= and prompt= instead)."""
     root: str = "${oc.env:ANIMATE124_BENCHMARK,benchmark}"
     """Folder holding benchmark.json and the case folders."""
+    subject: Optional[str] = None
+    """Subject noun as spelled in the caption (replaced by the TI token in the ControlNet prompt); default: inferred
+    from the case name (``panda-dance`` → ``panda``)."""
 
 
 @dataclass
