@@ -1,1 +1,27 @@
-"""animate124.render"""
+"""Cameras, the time-sliced occupancy grid and the volume renderer (DESIGN.md §2)."""
+
+from animate124.render.cameras import (
+    Cameras,
+    c2w_to_spherical,
+    get_rays,
+    look_at,
+    moving_trajectory,
+    orbit,
+    reference_camera,
+    sample_random_views,
+    spherical_to_c2w,
+)
+from animate124.render.occupancy import OccupancyGrid
+
+__all__ = [
+    "Cameras",
+    "OccupancyGrid",
+    "c2w_to_spherical",
+    "get_rays",
+    "look_at",
+    "moving_trajectory",
+    "orbit",
+    "reference_camera",
+    "sample_random_views",
+    "spherical_to_c2w",
+]
