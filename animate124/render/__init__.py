@@ -12,10 +12,13 @@ from animate124.render.cameras import (
     spherical_to_c2w,
 )
 from animate124.render.occupancy import OccupancyGrid
+from animate124.render.volume import SHADING_MODES, VolumeRenderer
 
 __all__ = [
     "Cameras",
     "OccupancyGrid",
+    "SHADING_MODES",
+    "VolumeRenderer",
     "c2w_to_spherical",
     "get_rays",
     "look_at",
