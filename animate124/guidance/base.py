@@ -1,0 +1,91 @@
+"""The guidance-term protocol (DESIGN.md §4): ``term(images, ctx) -> GuidanceOutput``.
+
+A term owns frozen pretrained models (``requires_grad=False``, eval mode); gradients flow only into ``images``.
+Subclasses implement :meth:`GuidanceTerm.forward`. Helpers here are shared by every term:
+:meth:`GuidanceTerm.freeze`, :func:`resize_frames`, :func:`vae_encode`, :func:`resolve_device`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from animate124.types import GuidanceContext, GuidanceOutput
+
+
+class GuidanceTerm(nn.Module):
+    """Base class of all guidance terms.
+
+    Call contract: ``term(images [B, F, 3, H, W] float in [0, 1], ctx: GuidanceContext) -> GuidanceOutput``.
+    ``GuidanceOutput.loss`` is a scalar already multiplied by the term's λ; ``stats`` are floats keyed
+    ``"<name>/<what>"``. Terms never call ``backward`` themselves.
+    """
+
+    name: str = "guidance"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("_dummy", torch.empty(0), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self._dummy.device
+
+    def forward(self, images: Tensor, ctx: GuidanceContext) -> GuidanceOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def freeze(self) -> "GuidanceTerm":
+        """Put every submodule in eval mode without gradients (the pretrained models are never trained)."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "GuidanceTerm":
+        """Frozen models stay in eval mode (dropout off) whatever the caller asks."""
+        return super().train(False)
+
+
+def check_images(images: Tensor) -> None:
+    """Validate the ``[B, F, 3, H, W]`` boundary layout."""
+    if images.dim() != 5 or images.shape[2] != 3:
+        raise ValueError(f"guidance expects images [B, F, 3, H, W], got {tuple(images.shape)}")
+
+
+def resize_frames(images: Tensor, size: Union[int, tuple[int, int]]) -> Tensor:
+    """Bilinear resize of ``[N, 3, H, W]`` to ``size`` (no-op when equal), align_corners=False like the original."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(images.shape[-2:]) == hw:
+        return images
+    return F.interpolate(images, size=hw, mode="bilinear", align_corners=False)
+
+
+def vae_encode(vae: nn.Module, images: Tensor, sample: bool = True, scale: bool = True,
+               generator: Optional[torch.Generator] = None) -> Tensor:
+    """Encode ``[N, 3, H, W]`` images in [0, 1] to latents with gradients through the encoder.
+
+    Args:
+        vae: diffusers ``AutoencoderKL``.
+        images: [N, 3, H, W] in [0, 1] (mapped to [-1, 1] here).
+        sample: posterior sample (True, the original's SDS input) or mode.
+        scale: multiply by ``vae.config.scaling_factor`` (True for diffusion inputs; Zero123's concat latent is unscaled).
+        generator: RNG of the posterior sample.
+
+    Returns:
+        [N, C, H/f, W/f] latents in fp32.
+    """
+    dtype = next(vae.parameters()).dtype
+    x = (images * 2.0 - 1.0).to(dtype)
+    dist = vae.encode(x).latent_dist
+    z = dist.sample(generator) if sample else dist.mode()
+    if scale:
+        z = z * vae.config.scaling_factor
+    return z.float()
+
+
+def resolve_device(device: Optional[str], default: Union[str, torch.device]) -> torch.device:
+    """A term's device: its own ``device`` setting or the run's."""
+    return torch.device(device) if device else torch.device(default)
