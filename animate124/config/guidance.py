@@ -34,24 +34,40 @@ class SDSConfig:
     t_max: float = 0.98
     """Upper end of the timestep range."""
     weighting: Weighting = Weighting.one_minus_alpha
+    """w(t) of the SDS gradient λ·w(t)·(ε̂ − ε)."""
+    t_anneal_steps: Optional[int] = None
+    """Anneal the upper timestep bound linearly to ``t_max_final`` over this many steps (None = off, the original)."""
+    t_max_final: Optional[float] = None
+    """Upper timestep bound at the end of the annealing."""
     device: Optional[str] = None
     """Device of this model (None = the run's device); e.g. cuda:1 to spread memory."""
 
 
 @dataclass
 class StableDiffusionGuidanceConfig(SDSConfig):
+    """SD-1.5 SDS of the static phase (spec §7.3): effective CFG 101, t ∈ [200, 600], w = 1 − ᾱ, 512²."""
+
     model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    """Hub id or local dir (diffusers layout: tokenizer, text_encoder, vae, unet, scheduler)."""
     cfg_scale: float = 101.0
     t_min: float = 0.2
     t_max: float = 0.6
     resolution: int = 512
+    """Renders are bilinearly resized to this size before the VAE."""
     view_dependent: bool = True
+    """Interpolate front/side/back prompt embeddings by the azimuth to the reference view."""
     prompt_suffix: str = ", 8k, good quality"
+    """Appended to the prompt (before the view text)."""
+    negative_prompt: str = ""
+    """Unconditional prompt of CFG."""
 
 
 @dataclass
 class Zero123GuidanceConfig(SDSConfig):
+    """Zero-1-to-3-XL SDS (spec §7.4): standard CFG 5, t ∈ [200, 600], λ 40 scaled by angle/180, 256²."""
+
     model: str = "bennyguo/zero123-xl-diffusers"
+    """Hub id or local dir (diffusers layout: unet, vae, image_encoder, cc_projection, scheduler)."""
     weight: float = 40.0
     cfg_scale: float = 5.0
     t_min: float = 0.2

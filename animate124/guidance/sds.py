@@ -29,7 +29,7 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from animate124.config.guidance import Weighting
+from animate124.config.guidance import SDSConfig, Weighting
 
 EpsPrediction = Union[Tensor, Tuple[Tensor, Tensor]]
 """What an ε-predictor returns: the final ε̂, or ``(ε_uncond, ε_cond)`` to be combined with CFG."""
@@ -64,6 +64,11 @@ class TimestepSampler:
         self.num_train_timesteps = num_train_timesteps
         self.t_min, self.t_max = t_min, t_max
         self.anneal_steps, self.t_max_final = anneal_steps, t_max_final
+
+    @classmethod
+    def from_config(cls, cfg: SDSConfig, num_train_timesteps: int = 1000) -> "TimestepSampler":
+        """The sampler of a guidance term's config (t_min, t_max, t_anneal_steps, t_max_final)."""
+        return cls(num_train_timesteps, cfg.t_min, cfg.t_max, cfg.t_anneal_steps, cfg.t_max_final)
 
     def bounds(self, step: int) -> Tuple[int, int]:
         """Integer (low, high) timestep bounds at ``step``, both inclusive."""
