@@ -77,6 +77,16 @@ class Zero123GuidanceConfig(SDSConfig):
     """λ_eff = weight · angle(current, reference)/180 (spec §7.4)."""
 
 
+class ViewText(str, Enum):
+    off = "off"
+    """The plain prompt on every clip (what the original did on its 90% moving-camera clips)."""
+    fixed_camera = "fixed_camera"
+    """View-dependent prompts (front/side/back interpolated by Δazimuth of frame 0) on fixed-camera clips only:
+    the original's inconsistent behaviour under --no_view_text (spec §14.13)."""
+    always = "always"
+    """View-dependent prompts on every clip, from frame 0's Δazimuth."""
+
+
 class VideoPriorKind(str, Enum):
     text = "text"
     """Text-to-video SDS only (ModelScope / ZeroScope UNet3D; the original)."""
@@ -95,10 +105,21 @@ class VideoGuidanceConfig(SDSConfig):
     t_min: float = 0.02
     t_max: float = 0.98
     height: int = 256
+    """Video-model input height: rendered frames are bilinear-resized to height × width (ModelScope 256×256;
+    ZeroScope: ``guidance.video.model=cerspense/zeroscope_v2_576w guidance.video.height=320 guidance.video.width=576``).
+    Explicit, unlike the original's ``'ms' in model_path`` test (spec §14.11)."""
     width: int = 256
+    """Video-model input width."""
     vae_grad_frames: Optional[int] = None
     """Keep VAE-encoder gradients for only this many frames (None = all): a memory lever."""
+    vae_grad_random: bool = False
+    """Pick the vae_grad_frames frames at random each step (False = evenly spaced, always incl. the first and last)."""
+    vae_chunk: int = 16
+    """Frames per VAE-encoder call."""
+    view_text: ViewText = ViewText.off
+    """View-dependent prompts: off (consistent; default), fixed_camera (the original's quirk, spec §14.13), always."""
     prompt_suffix: str = ", high-resolution, 8k, good quality"
+    negative_prompt: str = ""
 
 
 @dataclass
