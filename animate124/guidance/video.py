@@ -34,13 +34,10 @@ from animate124.config.guidance import VideoGuidanceConfig, ViewText
 from animate124.config.schema import ModelsConfig
 from animate124.guidance.base import GuidanceTerm, check_images, resize_frames, resolve_device, vae_encode
 from animate124.guidance.sds import TimestepSampler, guided_sds
+from animate124.guidance.stable_diffusion import view_prompts, view_weights
 from animate124.types import GuidanceContext, GuidanceOutput
 
 log = logging.getLogger(__name__)
-
-VIEW_SUFFIXES = ("front view", "side view", "back view")
-"""Suffixes of the view-dependent prompts ``"{prompt}, {suffix}"`` (spec §7.3)."""
-
 
 @dataclass
 class PromptEmbeddings:
@@ -55,9 +52,7 @@ class PromptEmbeddings:
 
 
 def interpolate_view_embeddings(views: Tensor, delta_azimuth: Tensor) -> Tensor:
-    """Front/side/back embedding blended by |Δφ| (spec §7.3).
-
-    |Δφ| < 90: r = 1 − |Δφ|/90, r·front + (1 − r)·side; else r = 1 − (|Δφ| − 90)/90, r·side + (1 − r)·back.
+    """Front/side/back embeddings blended by |Δφ| with ``stable_diffusion.view_weights`` (spec §7.3).
 
     Args:
         views: [3, L, D] front, side, back embeddings.
@@ -66,12 +61,8 @@ def interpolate_view_embeddings(views: Tensor, delta_azimuth: Tensor) -> Tensor:
     Returns:
         [B, L, D] embeddings.
     """
-    d = ((delta_azimuth.float() + 180.0) % 360.0 - 180.0).abs().to(views.device)
-    r_front = (1.0 - d / 90.0).clamp(0.0, 1.0)
-    r_back = ((d - 90.0) / 90.0).clamp(0.0, 1.0)
-    front_side = r_front[:, None, None] * views[0] + (1.0 - r_front)[:, None, None] * views[1]
-    side_back = (1.0 - r_back)[:, None, None] * views[1] + r_back[:, None, None] * views[2]
-    return torch.where((d < 90.0)[:, None, None], front_side, side_back).to(views.dtype)
+    w = view_weights(delta_azimuth.to(views.device)).to(views.dtype)
+    return torch.einsum("bv,vld->bld", w, views)
 
 
 def grad_frame_mask(num_frames: int, k: Optional[int], random: bool, generator: Optional[torch.Generator]) -> Tensor:
@@ -152,7 +143,7 @@ class VideoSDS(GuidanceTerm):
         self.register_buffer("emb_cond", embeddings.cond, persistent=False)
         self.register_buffer("emb_uncond", embeddings.uncond, persistent=False)
         self.register_buffer("emb_views", embeddings.views, persistent=False)
-        self.timesteps = TimestepSampler(alphas_cumprod.shape[0], cfg.t_min, cfg.t_max)
+        self.timesteps = TimestepSampler.from_config(cfg, alphas_cumprod.shape[0])
         self.generator = generator
         self.freeze()
 
@@ -306,7 +297,7 @@ def build_video_guidance(
     text = prompt + cfg.prompt_suffix
     prompts = [text, cfg.negative_prompt]
     if cfg.view_text != ViewText.off:
-        prompts += [f"{prompt}, {v}{cfg.prompt_suffix}" for v in VIEW_SUFFIXES]
+        prompts += view_prompts(prompt + cfg.prompt_suffix)
     emb = M.encode_prompts(tokenizer, text_encoder, prompts)
     embeddings = PromptEmbeddings(cond=emb[0:1], uncond=emb[1:2], views=emb[2:5] if emb.shape[0] > 2 else None)
     del text_encoder  # prompts are fixed for the phase: free the text tower
