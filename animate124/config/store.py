@@ -10,6 +10,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from animate124.config import export as E
 from animate124.config import phases as P
 from animate124.config import schema as S
 
@@ -37,6 +38,8 @@ def register() -> None:
     """Idempotent registration of schemas and resolvers."""
     cs = ConfigStore.instance()
     cs.store(name="base_run", node=S.RunConfig)
+    cs.store(name="base_export", node=E.ExportConfig)
+    cs.store(name="base_metrics", node=E.MetricsConfig)
     for name, node in _PHASES.items():
         cs.store(group="phase", name=name, node=node)
     cs.store(group="field", name="base_field", node=S.FieldConfig)

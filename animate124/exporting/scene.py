@@ -1,0 +1,153 @@
+"""Load a trained scene (field + occupancy grid + render settings) from a run directory.
+
+The phase is the latest finished one in the order refine > dynamic > static > fit (``report.json`` marks a phase
+complete); when none is finished, the latest phase that holds a checkpoint is used with a warning (an interrupted run
+can still be looked at). The checkpoint's ``state.json`` carries the resolved config, so nothing is guessed.
+
+Example:
+    >>> scene = load_scene("outputs/cat")
+    >>> renderer = scene.renderer()            # VolumeRenderer
+    >>> out = renderer.render_image(cams, times)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from animate124.config.schema import FieldConfig, RenderConfig
+from animate124.errors import CheckpointError, InputError
+from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, split_state
+from animate124.io.run_dir import load_inputs, phase_dirs, phase_done
+from animate124.render.occupancy import OccupancyGrid
+
+log = logging.getLogger(__name__)
+
+PHASE_ORDER = ("refine", "dynamic", "static", "fit")
+"""Phases with a renderable field, latest first."""
+STATIC_PHASES = ("static",)
+"""Phases whose field has no time input."""
+
+
+@dataclass
+class Scene:
+    """A loaded scene."""
+
+    field: nn.Module
+    """The field (eval mode, no grad)."""
+    occupancy: OccupancyGrid
+    """Its occupancy grid."""
+    render_cfg: RenderConfig
+    """The run's render settings."""
+    inputs: dict[str, Any]
+    """``<run_dir>/inputs.json`` (image, prompt, static_prompt, case)."""
+    phase: str
+    """The phase the checkpoint came from."""
+    config: dict[str, Any]
+    """The resolved run config stored in the checkpoint."""
+    checkpoint: Path
+    """The checkpoint directory."""
+
+    def renderer(self, chunk_rays: int | None = None) -> nn.Module:
+        """A VolumeRenderer over this scene (``chunk_rays`` overrides render.chunk_rays)."""
+        from animate124.render.volume import VolumeRenderer
+
+        cfg = self.render_cfg
+        if chunk_rays is not None:
+            cfg = RenderConfig(**{**cfg.__dict__, "chunk_rays": int(chunk_rays)})
+        return VolumeRenderer(self.field, self.occupancy, cfg).to(self.occupancy.grid.device)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_phase(run_dir: str | Path, phase: str | None = None) -> str:
+    """The phase to load (see the module docstring).
+
+    Raises:
+        CheckpointError: no phase of the run holds a checkpoint (or the named one does not).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run_dir {run_dir} does not exist; pass the folder a training run wrote (run_dir=...)")
+    if phase is not None:
+        if latest_checkpoint(phase_dirs(run_dir, phase).checkpoints) is None:
+            raise CheckpointError(f"{run_dir}/{phase} has no checkpoint; train it first or pick another phase=")
+        return phase
+    for name in PHASE_ORDER:
+        if phase_done(run_dir, name) and latest_checkpoint(phase_dirs(run_dir, name).checkpoints) is not None:
+            return name
+    for name in PHASE_ORDER:
+        if latest_checkpoint(phase_dirs(run_dir, name).checkpoints) is not None:
+            log.warning("no finished phase in %s; using the unfinished phase %s", run_dir, name)
+            return name
+    raise CheckpointError(
+        f"{run_dir} holds no checkpoint of {', '.join(PHASE_ORDER)}; run `python -m animate124.run run_dir={run_dir}` "
+        "first (or pass the right run_dir=)"
+    )
+
+
+def _typed(schema: type, values: dict[str, Any] | None) -> Any:
+    """A schema dataclass filled from a (saved) dict; unknown keys are ignored (older/newer checkpoints)."""
+    base = OmegaConf.structured(schema)
+    known = {k: v for k, v in (values or {}).items() if k in base}
+    return OmegaConf.to_object(OmegaConf.merge(base, known))
+
+
+def _occupancy_from_state(state: dict[str, torch.Tensor], render_cfg: RenderConfig, bound: float) -> OccupancyGrid:
+    occ_state = split_state(state, "occupancy")
+    if "grid" not in occ_state:
+        raise CheckpointError("checkpoint has no occupancy grid (occupancy.grid); re-save it with the current code")
+    slots, cells = occ_state["grid"].shape
+    res = round(cells ** (1.0 / 3.0))
+    occ = OccupancyGrid(res, slots, bound, render_cfg.occupancy_decay, render_cfg.density_thresh,
+                        render_cfg.update_fraction)
+    occ.load_state_dict(occ_state, strict=False)
+    return occ
+
+
+def load_scene(run_dir: str | Path, phase: str | None = None, device: str | torch.device = "cpu") -> Scene:
+    """Load the field, occupancy grid and render settings of a run.
+
+    Args:
+        run_dir: the run directory.
+        phase: refine | dynamic | static | fit, or None for the latest finished.
+        device: where the modules go.
+
+    Returns:
+        The scene (field and grid in eval mode, ``requires_grad=False``).
+
+    Raises:
+        CheckpointError: no usable checkpoint, or one whose tensors do not fit its own config.
+    """
+    from animate124.fields import build_field
+
+    name = pick_phase(run_dir, phase)
+    ckpt = latest_checkpoint(phase_dirs(run_dir, name).checkpoints)
+    assert ckpt is not None  # pick_phase checked
+    model_state, _, state = load_checkpoint(ckpt)
+    config = state.get("config") or {}
+    field_cfg = _typed(FieldConfig, config.get("field"))
+    render_cfg = _typed(RenderConfig, config.get("render"))
+    field = build_field(field_cfg, dynamic=name not in STATIC_PHASES)
+    try:
+        field.load_state_dict(split_state(model_state, "field"))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {ckpt} does not fit its field config ({first}); "
+                              "it was written by another version: retrain or pick another phase=") from exc
+    occupancy = _occupancy_from_state(model_state, render_cfg, float(field_cfg.bound))
+    dev = torch.device(device)
+    field.to(dev).eval().requires_grad_(False)
+    occupancy.to(dev)
+    return Scene(field, occupancy, render_cfg, load_inputs(run_dir), name, config, ckpt)
