@@ -27,13 +27,17 @@ def _cuda_extension():
     if os.path.isdir(os.path.join(here, src)):
         sources += sorted(os.path.join(src, f) for f in os.listdir(os.path.join(here, src)) if f.endswith(".cu"))
     archs = os.environ.get("ANIMATE124_CUDA_ARCHS", "70;75;80;86;89;90").split(";")
-    nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math"]
+    if int(torch.version.cuda.split(".")[0]) >= 13:  # CUDA 13 dropped sm_70/sm_72 (Volta)
+        archs = [a for a in archs if int(a) >= 75]
+    # No -std flag (torch picks the C++ standard its headers need) and no --use_fast_math (the ray-marching lattice
+    # must round exactly like the torch reference; compositing keeps IEEE expf).
+    nvcc_flags = ["-O3"]
     nvcc_flags += [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
     ext = CUDAExtension(
         name="animate124._C",
         sources=sources,
         include_dirs=[os.path.join(here, "cuda_ext", "include")],
-        extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": nvcc_flags},
+        extra_compile_args={"cxx": ["-O3"], "nvcc": nvcc_flags},
     )
     return [ext], {"build_ext": BuildExtension}
 
