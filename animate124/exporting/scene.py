@@ -130,7 +130,7 @@ def load_scene(run_dir: str | Path, phase: str | None = None, device: str | torc
     Raises:
         CheckpointError: no usable checkpoint, or one whose tensors do not fit its own config.
     """
-    from animate124.fields import build_field
+    from animate124.fields import build_field, load_field_state
 
     name = pick_phase(run_dir, phase)
     ckpt = latest_checkpoint(phase_dirs(run_dir, name).checkpoints)
@@ -140,12 +140,7 @@ def load_scene(run_dir: str | Path, phase: str | None = None, device: str | torc
     field_cfg = _typed(FieldConfig, config.get("field"))
     render_cfg = _typed(RenderConfig, config.get("render"))
     field = build_field(field_cfg, dynamic=name not in STATIC_PHASES)
-    try:
-        field.load_state_dict(split_state(model_state, "field"))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {ckpt} does not fit its field config ({first}); "
-                              "it was written by another version: retrain or pick another phase=") from exc
+    load_field_state(field, split_state(model_state, "field"))
     occupancy = _occupancy_from_state(model_state, render_cfg, float(field_cfg.bound))
     dev = torch.device(device)
     field.to(dev).eval().requires_grad_(False)
