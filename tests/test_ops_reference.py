@@ -206,6 +206,22 @@ def test_composite_transmittance_cutoff():
     assert abs(float(w0[1]) - math.exp(-20) * (1 - math.exp(-1))) < 1e-12
 
 
+def test_edge_cases_zero_rays_zero_samples_all_culled():
+    o, d, near, far = _rays(0)
+    s = march_rays_train(o, d, near, far, _one_cell_bitfield(), torch.zeros(0, dtype=torch.long), torch.rand(0),
+                         1.0, 4, 0.25, 8)
+    assert s.xyzs.shape == (0, 3) and s.rays.shape == (0, 2)
+    w, acc, depth, img = composite_rays_train(torch.zeros(0), torch.zeros(0, 3), torch.zeros(0, 2),
+                                              torch.zeros(3, 2, dtype=torch.int32))
+    assert w.shape == (0,) and acc.tolist() == [0.0, 0.0, 0.0] and img.shape == (3, 3)
+    # t_thresh above 1: even the first sample (T = 1) is culled
+    w, acc, _, _ = composite_rays_train(torch.ones(2), torch.ones(2, 3), torch.ones(2, 2), torch.tensor([[0, 2]]),
+                                        t_thresh=1.5)
+    assert w.tolist() == [0.0, 0.0] and acc.tolist() == [0.0]
+    with pytest.raises(ValueError, match="past"):
+        composite_rays_train(torch.zeros(0), torch.zeros(0, 3), torch.zeros(0, 2), torch.tensor([[0, 1]]))
+
+
 def test_composite_matches_sequential_loop():
     counts = torch.tensor([0, 5, 1, 9, 3])
     rays = torch.stack([torch.cumsum(counts, 0) - counts, counts], -1).to(torch.int32)

@@ -193,79 +193,136 @@ def packbits(grid: Tensor, thresh: float | Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------- grid encodings
-def _corner_bits(dims: int, device: torch.device) -> Tensor:
-    """[2^D, D] 0/1 offsets of the hypercube corners (corner c has bit d of c in column d)."""
-    c = torch.arange(1 << dims, device=device)
-    return (c[:, None] >> torch.arange(dims, device=device)) & 1
+def _corners(pairs: Tensor, combine) -> Tensor:
+    """Combine per-axis pairs [..., D, 2] (value at the cell's low/high vertex) over the 2^D corners.
+
+    Returns [..., 2^D] where corner c takes entry ``(c >> d) & 1`` of axis d (axis 0 varies fastest), built by
+    broadcasting one axis at a time: ``combine`` is ``torch.bitwise_xor`` (hashes), ``torch.add`` or ``torch.mul``.
+    """
+    dims = pairs.shape[-2]
+    acc = pairs[..., dims - 1, :]
+    for d in range(dims - 2, -1, -1):
+        acc = combine(acc[..., :, None], pairs[..., d, None, :]).flatten(-2)
+    return acc
 
 
-def _level_indices(p0: Tensor, resolutions: Tensor, sizes: Tensor, kind: str) -> Tensor:
+def _level_rows(p0: Tensor, resolutions: Tensor, sizes: Tensor, kind: str) -> Tensor:
     """Table rows [n, L, 2^D] (within each level) of the corners of cells ``p0`` [n, L, D] (int64)."""
     dims = p0.shape[-1]
-    bits = _corner_bits(dims, p0.device)  # [C, D]
     side = resolutions + 1
-    strides = side[:, None] ** torch.arange(dims, device=p0.device)  # [L, D]
-    corner_off = (bits[None] * strides[:, None, :]).sum(-1)  # [L, C]
-    dense = (p0 * strides).sum(-1)[..., None] + corner_off  # [n, L, C]
-    if kind == "hash":
-        vals = torch.stack([p0, p0 + 1], dim=-1)  # [n, L, D, 2]
-        hashed = torch.zeros_like(dense)
-        for d in range(dims):
-            v = (vals[:, :, d, :] * HASH_PRIMES[d]) & _U32  # [n, L, 2]
-            hashed = hashed ^ v[:, :, bits[:, d]]
-        use_hash = side ** dims > sizes  # [L]
-        dense = torch.where(use_hash[None, :, None], hashed, dense)
-    return dense % sizes[None, :, None]
+    # levels whose (R+1)^D vertices fit the table are indexed densely; as R grows with ℓ they form a prefix
+    n_dense = p0.shape[1] if kind == "tiled" else int((side ** dims <= sizes).sum())
+    parts = []
+    if n_dense:
+        strides = side[:n_dense, None] ** torch.arange(dims, device=p0.device)  # [Ld, D]
+        lo = p0[:, :n_dense] * strides
+        parts.append(_corners(torch.stack([lo, lo + strides], dim=-1), torch.add))
+    if n_dense < p0.shape[1]:
+        primes = torch.tensor(HASH_PRIMES[:dims], device=p0.device)
+        q = p0[:, n_dense:]
+        parts.append(_corners(torch.stack([(q * primes) & _U32, ((q + 1) * primes) & _U32], dim=-1),
+                              torch.bitwise_xor))
+    rows = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return rows % sizes[None, :, None]
 
 
-def _encode_chunk(x: Tensor, table: Tensor, offsets: Tensor, resolutions: Tensor, kind: str,
-                  keyframe: tuple[Tensor, Tensor, Tensor] | None) -> Tensor:
-    n, dims = x.shape
-    n_levels, feat = resolutions.shape[0], table.shape[-1]
-    total = offsets[-1]
-    res_f = resolutions.to(x.dtype)
-    pos = x[:, None, :] * res_f[None, :, None]  # [n, L, D]
-    p0 = torch.minimum(torch.floor(pos).clamp(min=0), (res_f - 1)[None, :, None])
-    frac = pos - p0
-    sizes = offsets[1:] - offsets[:-1]
-    rows = _level_indices(p0.long(), resolutions, sizes, kind) + offsets[:-1][None, :, None]  # [n, L, C]
-    bits = _corner_bits(dims, x.device).bool()
-    cw = torch.where(bits[None, None], frac[:, :, None, :], 1.0 - frac[:, :, None, :]).prod(-1)  # [n, L, C]
-    flat = table.reshape(-1, feat)
-    if keyframe is None:
-        rows_all, w_all = rows, cw
-    else:
+class _GridPlan:
+    """Where the samples of a ``grid_encode`` call read: per chunk of points, the table rows and interpolation
+    weights of every (level, corner[, keyframe]). The encoding is linear in the tables, ``y = A·E``; the plan applies
+    ``A`` (gather) and ``Aᵀ`` (scatter), recomputing rows/weights chunk by chunk so memory stays bounded."""
+
+    def __init__(self, x: Tensor, t: Tensor | None, offsets: Tensor, resolutions: Tensor, kind: str,
+                 keyframes: int, feat: int) -> None:
+        self.x, self.offsets, self.resolutions, self.kind = x, offsets, resolutions, kind
+        self.keyframes, self.feat = keyframes, feat
+        self.keyframe = None
+        if keyframes > 1:
+            g = (t.to(x.dtype) * (keyframes - 1)).clamp(0, keyframes - 1)
+            i0 = torch.floor(g).long().clamp(0, keyframes - 1)
+            self.keyframe = (i0, (i0 + 1).clamp(max=keyframes - 1), g - i0.to(g.dtype))
+        per_point = resolutions.shape[0] * (1 << x.shape[1]) * (2 if keyframes > 1 else 1)
+        self.chunk = max(1, _ENCODE_CHUNK // per_point)
+
+    def chunks(self):
+        """Yields (point slice, rows [n, L, C'] into the flattened [K·total, F] tables, weights [n, L, C'])."""
+        for s in range(0, self.x.shape[0], self.chunk):
+            sl = slice(s, s + self.chunk)
+            yield (sl, *self._rows_weights(self.x[sl], None if self.keyframe is None
+                                           else tuple(v[sl] for v in self.keyframe)))
+
+    def _rows_weights(self, x: Tensor, keyframe: tuple[Tensor, Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        res_f = self.resolutions.to(x.dtype)
+        pos = x[:, None, :] * res_f[None, :, None]  # [n, L, D]
+        p0 = torch.minimum(torch.floor(pos).clamp(min=0), (res_f - 1)[None, :, None])
+        frac = pos - p0
+        sizes = self.offsets[1:] - self.offsets[:-1]
+        rows = _level_rows(p0.long(), self.resolutions, sizes, self.kind) + self.offsets[:-1][None, :, None]
+        cw = _corners(torch.stack([1.0 - frac, frac], dim=-1), torch.mul)  # [n, L, C]
+        if keyframe is None:
+            return rows, cw
         i0, i1, wt = keyframe
-        rows_all = torch.cat([rows + (i0 * total)[:, None, None], rows + (i1 * total)[:, None, None]], dim=2)
-        w_all = torch.cat([cw * (1.0 - wt)[:, None, None], cw * wt[:, None, None]], dim=2)
-    f = flat.index_select(0, rows_all.reshape(-1)).view(n, n_levels, -1, feat)
-    return (f * w_all.to(f.dtype)[..., None]).sum(2).reshape(n, n_levels * feat)
+        total = self.offsets[-1]
+        rows = torch.cat([rows + (i0 * total)[:, None, None], rows + (i1 * total)[:, None, None]], dim=2)
+        return rows, torch.cat([cw * (1.0 - wt)[:, None, None], cw * wt[:, None, None]], dim=2)
+
+    def gather(self, tables: Tensor) -> Tensor:
+        """``A·E``: [K, total, F] tables → [N, L·F] features."""
+        flat = tables.reshape(-1, self.feat)
+        n_levels = self.resolutions.shape[0]
+        out = tables.new_empty(self.x.shape[0], n_levels * self.feat)
+        for sl, rows, w in self.chunks():
+            f = flat.index_select(0, rows.reshape(-1)).view(*rows.shape, self.feat)
+            out[sl] = (f * w.to(f.dtype)[..., None]).sum(2).reshape(-1, n_levels * self.feat)
+        return out
+
+    def scatter(self, grad: Tensor) -> Tensor:
+        """``Aᵀ·g``: [N, L·F] feature gradients → [K, total, F] table gradients."""
+        total = int(self.offsets[-1])
+        out = grad.new_zeros(self.keyframes * total * self.feat)
+        feat_ids = torch.arange(self.feat, device=grad.device)
+        for sl, rows, w in self.chunks():
+            g = grad[sl].reshape(rows.shape[0], rows.shape[1], 1, self.feat) * w.to(grad.dtype)[..., None]
+            out.scatter_add_(0, (rows[..., None] * self.feat + feat_ids).reshape(-1), g.reshape(-1))
+        return out.view(self.keyframes, total, self.feat)
+
+
+class _GridGather(torch.autograd.Function):
+    """y = A·E; its backward is ``_GridScatter`` (Aᵀ), whose backward is this again: any order of derivatives."""
+
+    @staticmethod
+    def forward(ctx, tables: Tensor, plan: _GridPlan) -> Tensor:
+        ctx.plan = plan
+        return plan.gather(tables)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return _GridScatter.apply(grad.contiguous(), ctx.plan), None  # plan
+
+
+class _GridScatter(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad: Tensor, plan: _GridPlan) -> Tensor:
+        ctx.plan = plan
+        return plan.scatter(grad)
+
+    @staticmethod
+    def backward(ctx, grad_tables: Tensor) -> tuple[Tensor, None]:
+        return _GridGather.apply(grad_tables.contiguous(), ctx.plan), None  # plan
 
 
 def grid_encode(x: Tensor, embeddings: Tensor, offsets: Tensor, resolutions: Tensor, kind: str,
                 t: Tensor | None = None) -> Tensor:
     """Pure-PyTorch reference of `ops.hashgrid.grid_encode`.
 
-    All levels at once (corner rows [n, L, 2^D]), chunked over points. ``x`` and ``t`` are detached: the op is
-    differentiable w.r.t. ``embeddings`` only (autograd of the gather, so double backward works too).
+    All levels at once (corner rows [n, L, 2^D]), chunked over points. The encoding is linear in ``embeddings``:
+    the forward gathers, the backward scatters into ONE gradient table (per-chunk autograd of a gather would
+    allocate a dense table gradient per chunk). ``x`` and ``t`` are not differentiated; double backward works.
     """
-    x = x.detach().to(embeddings.dtype)
-    k = embeddings.shape[0]
-    keyframe = None
-    if k > 1:
-        g = (t.detach().to(x.dtype) * (k - 1)).clamp(0, k - 1)
-        i0 = torch.floor(g).long().clamp(0, k - 1)
-        i1 = (i0 + 1).clamp(max=k - 1)
-        keyframe = (i0, i1, g - i0.to(g.dtype))
-    per_point = resolutions.shape[0] * (1 << x.shape[1]) * (2 if k > 1 else 1)
-    chunk = max(1, _ENCODE_CHUNK // per_point)
-    outs = []
-    for s in range(0, x.shape[0], chunk):
-        kf = None if keyframe is None else tuple(v[s:s + chunk] for v in keyframe)
-        outs.append(_encode_chunk(x[s:s + chunk], embeddings, offsets, resolutions, kind, kf))
-    if not outs:
+    if x.shape[0] == 0:
         return embeddings.new_zeros(0, resolutions.shape[0] * embeddings.shape[-1])
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
+    plan = _GridPlan(x.detach().to(embeddings.dtype), None if t is None else t.detach(), offsets, resolutions, kind,
+                     embeddings.shape[0], embeddings.shape[-1])
+    return _GridGather.apply(embeddings, plan)
 
 
 def keyframe_tv(embeddings: Tensor) -> Tensor:
@@ -274,3 +331,76 @@ def keyframe_tv(embeddings: Tensor) -> Tensor:
         return embeddings.sum() * 0.0
     diff = embeddings[1:] - embeddings[:-1]
     return diff.pow(2).sum(-1).mean()
+
+
+# ----------------------------------------------------------------------------- inference (alive rays, in place)
+def march_rays(rays_o: Tensor, rays_d: Tensor, nears: Tensor, fars: Tensor, bitfield: Tensor, slots: Tensor,
+               alive: Tensor, rays_k: Tensor, rays_n: Tensor, bound: float, grid_res: int, dt: float, n_step: int,
+               max_steps: int, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Pure-PyTorch reference of `ops.inference.march_rays`.
+
+    For every alive ray r: enumerate its lattice from index ``rays_k[r]`` to the end (same float32 arithmetic as
+    ``march_rays_train``), keep the occupied points, take the first ``min(n_step, max_steps - rays_n[r])``; the ray
+    stays marchable (``rays_k[r]`` = last taken + 1) only if it filled all ``n_step`` rows, else ``rays_k[r] = -1``.
+    """
+    device, n_alive = rays_o.device, alive.shape[0]
+    xyzs = rays_o.new_zeros(n_alive, n_step, 3)
+    dirs = rays_o.new_zeros(n_alive, n_step, 3)
+    ts = rays_o.new_zeros(n_alive, n_step, 2)
+    if n_alive == 0:
+        return xyzs, dirs, ts
+    dt32 = torch.tensor(dt, dtype=torch.float32, device=device)
+    bound32 = torch.tensor(bound, dtype=torch.float32, device=device)
+    scale32 = torch.tensor(grid_res / (2.0 * bound), dtype=torch.float32, device=device)
+    r = alive.long()
+    k0 = rays_k[r].long()
+    nz = torch.zeros_like(nears[r]) if noise is None else noise[r]
+    remaining = (_lattice_lengths(nears[r], fars[r], nz, dt) - k0).clamp(min=0)
+    remaining = torch.where(k0 < 0, torch.zeros_like(remaining), remaining)
+    local = torch.repeat_interleave(torch.arange(n_alive, device=device), remaining)
+    first = torch.cumsum(remaining, 0) - remaining
+    k = (k0[local] + torch.arange(local.shape[0], device=device) - first[local]).to(torch.float32)
+    t = nears[r][local] + (k + nz[local]) * dt32
+    p = rays_o[r][local] + t[:, None] * rays_d[r][local]
+    p = torch.minimum(torch.maximum(p, -bound32), bound32)
+    cells = torch.floor((p + bound32) * scale32).clamp(0, grid_res - 1).long()
+    occ = (t < fars[r][local]) & _bit_lookup(bitfield, slots[r][local], cells)
+    budget = torch.clamp(torch.clamp(max_steps - rays_n[r].long(), min=0), max=n_step)
+    rank = _rank_within_ray(occ, local, remaining)
+    take = occ & (rank < budget[local])
+    sel = take.nonzero().squeeze(1)
+    row, col = local[sel], rank[sel]
+    xyzs[row, col] = p[sel]
+    dirs[row, col] = rays_d[r][row]
+    ts[row, col, 0] = t[sel]
+    ts[row, col, 1] = dt32
+    emitted = torch.bincount(row, minlength=n_alive)
+    last_k = torch.full((n_alive,), -1, dtype=torch.long, device=device).scatter_reduce(
+        0, row, k[sel].long(), reduce="amax")
+    full = (emitted == n_step) & (k0 >= 0)
+    rays_k[r] = torch.where(full, last_k + 1, torch.full_like(last_k, -1)).to(rays_k.dtype)
+    rays_n[r] = (rays_n[r].long() + emitted).to(rays_n.dtype)
+    return xyzs, dirs, ts
+
+
+def composite_rays(sigmas: Tensor, rgbs: Tensor, ts: Tensor, alive: Tensor, optical_depth: Tensor,
+                   weights_sum: Tensor, depth: Tensor, image: Tensor, t_thresh: float = 1e-4) -> None:
+    """Pure-PyTorch reference of `ops.inference.composite_rays` (in place).
+
+    Row a composites into ray ``alive[a]``: for its samples in order, stop at the first one with ``dt == 0``
+    (unused row) or ``T = float32(exp(-optical_depth)) < t_thresh``; else ``w = (1 - exp(-σ·dt))·T`` is added to
+    weights_sum/depth/image and ``σ·dt`` (float32 product, float64 sum) to optical_depth.
+    """
+    r = alive.long()
+    od, ws, dep, img = optical_depth[r], weights_sum[r], depth[r], image[r]
+    going = torch.ones(r.shape[0], dtype=torch.bool, device=sigmas.device)
+    for j in range(sigmas.shape[1]):
+        trans = torch.exp(-od).to(sigmas.dtype)
+        going = going & (ts[:, j, 1] != 0) & (trans >= t_thresh)
+        sd = sigmas[:, j] * ts[:, j, 1]
+        w = torch.where(going, (1.0 - torch.exp(-sd)) * trans, torch.zeros_like(sd))
+        ws = ws + w
+        dep = dep + w * ts[:, j, 0]
+        img = img + w[:, None] * rgbs[:, j]
+        od = od + torch.where(going, sd, torch.zeros_like(sd)).double()
+    optical_depth[r], weights_sum[r], depth[r], image[r] = od, ws, dep, img
