@@ -90,7 +90,7 @@ class VolumeRenderer(nn.Module):
         self.occupancy = occupancy
         self.cfg = cfg if cfg is not None else RenderConfig()
         self.bound = float(occupancy.bound)
-        field_bound = getattr(field, "bound", None)
+        field_bound = getattr(field, "bound", getattr(getattr(field, "cfg", None), "bound", None))
         if field_bound is not None and abs(float(field_bound) - self.bound) > 1e-6:
             raise ConfigError(f"field bound {field_bound} != occupancy bound {self.bound}; "
                               "build the OccupancyGrid with bound=field.bound")
@@ -189,13 +189,13 @@ class VolumeRenderer(nn.Module):
 
         if m > 0:
             out = self.field(samples.xyzs, t_samples)
-            sigmas, albedo = out.density, out.albedo
+            sigmas, albedo = out.density.float(), out.albedo.float()  # fp16 under AMP → the kernels' fp32
         else:  # nothing occupied along any ray: skip the field (some encodings dislike empty batches)
             sigmas = torch.zeros(0, device=dev, dtype=rays_o.dtype)
             albedo = torch.zeros(0, 3, device=dev, dtype=rays_o.dtype)
         normals = None
         if self.normals_needed(shading, ambient, need_normals):
-            normals = self.field.normals(samples.xyzs, t_samples) if m > 0 else torch.zeros_like(albedo)
+            normals = self.field.normals(samples.xyzs, t_samples).float() if m > 0 else torch.zeros_like(albedo)
         rgbs = self._shade(shading, albedo, normals, ambient, light_dir, rays_o, ray_ids)
 
         weights, weights_sum, depth, image = ops.composite_rays_train(sigmas, rgbs, samples.ts, samples.rays,
