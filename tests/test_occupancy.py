@@ -171,3 +171,11 @@ def test_from_static_reestimates_each_slot():
     assert all(t is not None for t in ts) and len(ts) == 4
     # only the last slot (τ ∈ [0.75, 1]) sees the sphere: the slots were estimated at their own times, not copied
     assert [grid.occupancy_ratio(k) > 0 for k in range(4)] == [False, False, False, True]
+
+
+def test_maybe_update_interval():
+    occ = OccupancyGrid(resolution=4)
+    fn = lambda x, t: torch.ones(x.shape[0])  # noqa: E731
+    ran = [occ.maybe_update(step, 16, fn) for step in (0, 1, 15, 16, 17, 32)]
+    assert ran == [True, False, False, True, False, True] and int(occ.num_updates) == 3
+    assert not occ.maybe_update(0, 0, fn)  # interval 0 disables refreshes

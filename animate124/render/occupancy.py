@@ -142,6 +142,19 @@ class OccupancyGrid(nn.Module):
         self.bitfield.copy_(ops.packbits(self.grid, self.thresholds()))
         self.num_updates += 1
 
+    def maybe_update(
+        self, step: int, interval: int, density_fn: DensityFn, generator: torch.Generator | None = None
+    ) -> bool:
+        """Update when ``step % interval == 0`` (checked before the step, so step 0 refreshes too; spec §5.2).
+
+        Returns:
+            Whether an update ran.
+        """
+        if interval <= 0 or step % interval:
+            return False
+        self.update(density_fn, generator=generator)
+        return True
+
     def _rand(self, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
         gen_device = generator.device if generator is not None else self.grid.device
         return torch.rand(shape, generator=generator, device=gen_device).to(self.grid.device)
