@@ -131,3 +131,54 @@ def test_benchmark_token_width_mismatch_is_clear(cache):
     sd = _tiny(cache)  # 32-d tiny text encoder
     with pytest.raises(InputError, match="768-d"):
         load_token(sd.tokenizer, sd.text_encoder, BENCHMARK / "panda-dance" / "learned_embeds.bin")
+
+
+# ------------------------------------------------------------------------------------------------- the phase
+
+
+def _run_ti(run_dir, cache, *overrides):
+    import animate124.config.store  # noqa: F401  (registers the schemas)
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from animate124.phases import run_phase
+
+    with initialize_config_module("animate124.configs", version_base="1.3"):
+        cfg = compose("run", overrides=["phase=textual_inversion", "models=tiny", f"models.cache_dir={cache}",
+                                        "phase.batch_size=1", "phase.resolution=64", "phase.progress=false",
+                                        *overrides])
+    return run_phase(OmegaConf.to_object(cfg), run_dir)
+
+
+def test_phase_trains_saves_and_resumes(tmp_path, cache):
+    from PIL import Image
+
+    img = tmp_path / "cat" / "image.jpg"
+    img.parent.mkdir()
+    Image.new("RGB", (50, 40), (200, 30, 30)).save(img)
+    rep = _run_ti(tmp_path / "run", cache, f"image={img}", "prompt=a cat is waving", "phase.max_steps=1")
+    assert rep["complete"] and rep["step"] == 1 and rep["metrics"]["trained"] == 1.0
+    out = tmp_path / "run" / "textual_inversion"
+    first = load_learned_embeds(out / "learned_embeds.safetensors")
+    assert list(first) == ["_cat_"]  # folder name for a file called image.jpg
+    assert torch.equal(load_learned_embeds(out / "learned_embeds.bin")["_cat_"], first["_cat_"])
+    # more steps in the same run dir: resumes from step 1 (its checkpoint), not from scratch
+    rep = _run_ti(tmp_path / "run", cache, f"image={img}", "prompt=a cat is waving", "phase.max_steps=2")
+    assert rep["start_step"] == 1 and rep["step"] == 2
+
+
+def test_phase_uses_case_embeds_of_matching_width(tmp_path, cache):
+    import json
+
+    from PIL import Image
+
+    root = tmp_path / "bench"
+    (root / "cat-wave").mkdir(parents=True)
+    (root / "benchmark.json").write_text(json.dumps([{"name": "cat-wave", "caption": "a cat is waving its paw"}]))
+    Image.new("RGB", (32, 32)).save(root / "cat-wave" / "image.jpg")
+    given = torch.randn(32)  # tiny text encoder width
+    torch.save({"_cat_wave_": given}, root / "cat-wave" / "learned_embeds.bin")
+    rep = _run_ti(tmp_path / "run", cache, "case=cat-wave", f"case.root={root}")
+    assert rep["step"] == 0 and rep["metrics"]["trained"] == 0.0
+    saved = load_learned_embeds(tmp_path / "run" / "textual_inversion" / "learned_embeds.safetensors")
+    assert torch.equal(saved["_cat_wave_"], given)

@@ -170,10 +170,13 @@ class DynamicPhaseConfig(TrainLoopConfig):
 
 @dataclass
 class RefinePhaseConfig(DynamicPhaseConfig):
-    """Semantic refinement with ControlNet-Tile (spec §8.3)."""
+    """Semantic refinement (spec §8.3): the dynamic phase's losses + ControlNet-Tile SDS (guidance.controlnet) on
+    chosen frames, conditioned on renders of a frozen copy of the dynamic-phase model."""
 
     kind: PhaseKind = PhaseKind.refine
     max_steps: int = 5000
+    textureless_rate: float = 0.0
+    """Always lambertian on SDS steps (``textureless_rate 0`` in run-cn.sh)."""
 
 
 @dataclass
@@ -185,3 +188,11 @@ class AllPhasesConfig:
     static: StaticPhaseConfig = field(default_factory=StaticPhaseConfig)
     dynamic: DynamicPhaseConfig = field(default_factory=DynamicPhaseConfig)
     refine: RefinePhaseConfig = field(default_factory=RefinePhaseConfig)
+    video: bool = True
+    """Render the final orbit-while-animating video (<run_dir>/videos/orbit.mp4) after the last phase."""
+    video_frames: int = 60
+    """Frames of the final video (τ runs 0→1 while the camera orbits once)."""
+    video_size: int = 256
+    """Side of the final video's frames."""
+    video_fps: float = 24.0
+    """Frame rate of the final video."""

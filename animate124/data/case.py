@@ -20,10 +20,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from animate124.config.schema import CaseConfig
 from animate124.errors import InputError
@@ -180,4 +182,20 @@ def load_case(cfg: CaseConfig) -> Case | None:
         depth=(folder / "depth.png") if (folder / "depth.png").is_file() else None,
         learned_embeds=embeds,
         subject=subject,
+    )
+
+
+def apply_case(cfg: Any) -> Any:
+    """A copy of a RunConfig whose ``image`` / ``prompt`` / ``static_prompt`` come from ``cfg.case`` where not given.
+
+    Explicit ``image=`` / ``prompt=`` / ``static_prompt=`` win over the case's. Without a case, ``cfg`` is returned.
+    """
+    case = load_case(cfg.case)
+    if case is None:
+        return cfg
+    return dataclasses.replace(
+        cfg,
+        image=cfg.image or str(case.image),
+        prompt=cfg.prompt or case.prompt,
+        static_prompt=cfg.static_prompt or case.static_prompt,
     )

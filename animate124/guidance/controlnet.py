@@ -89,8 +89,7 @@ class ControlNetTileGuidance(GuidanceTerm):
         self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
         self.register_buffer("unet_embeddings", unet_embeddings.detach().clone(), persistent=False)
         self.register_buffer("control_embeddings", control_embeddings.detach().clone(), persistent=False)
-        self.sampler = TimestepSampler(len(alphas_cumprod), cfg.t_min, cfg.t_max,
-                                       getattr(cfg, "t_anneal_steps", None), getattr(cfg, "t_max_final", None))
+        self.sampler = TimestepSampler.from_config(cfg, len(alphas_cumprod))
         self.freeze()
         self._dummy = self._dummy.to(next(unet.parameters()).device)
 

@@ -5,8 +5,9 @@ The original is diffusers' textual-inversion example with Magic123's heavy augme
 * pixels reach the VAE in [-1, 1] (the original's augmented path fed [0, 1]; spec §14.10);
 * augmentations are kornia ops on batched tensors (no torchvision); the non-rotated branch resizes 640 → 512 before
   the random resized crop instead of cropping the 640 image (same content, one tensor size per batch);
-* only the new row is trained: its gradient is masked (the others get none) AND every other row is copied back after
-  each optimiser step, so they stay bit-identical even under AdamW's weight decay.
+* only the new row is trained: it is a separate parameter injected into the frozen embedding's output
+  (:class:`TokenEmbedding`), so every other row stays bit-identical (the original reset them after each step) and
+  checkpoints hold one row instead of the 49k×768 matrix + its Adam state.
 
 File formats: ``learned_embeds.bin`` = ``torch.save({token: tensor[768]})`` (diffusers' format, what the benchmark
 ships; read with ``torch.load(..., weights_only=True)``) and ``learned_embeds.safetensors`` with the same single key.
@@ -186,20 +187,49 @@ def prepare_image(image: Tensor, size: int = 640) -> Tensor:
 # --------------------------------------------------------------------------------------------------------- trainer
 
 
+class TokenEmbedding(nn.Module):
+    """The one trainable row, injected into a frozen ``nn.Embedding``'s output wherever ``token_id`` occurs.
+
+    Equivalent to optimising the whole embedding matrix with the other rows reset after each step (the original):
+    Adam's state is per element, so the learned row sees exactly the same updates, while the matrix itself, its
+    optimiser state and checkpoints stay untouched / tiny.
+    """
+
+    def __init__(self, embedding: nn.Embedding, token_id: int) -> None:
+        super().__init__()
+        self.token_id = token_id
+        self.row = nn.Parameter(embedding.weight.detach()[token_id].float().clone())
+        self._embedding = [embedding]  # not a submodule: its weights are not ours to save
+        self._handle = embedding.register_forward_hook(self._inject)
+
+    def _inject(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        hit = (inputs[0] == self.token_id).unsqueeze(-1)
+        return torch.where(hit, self.row.to(output.dtype), output)
+
+    def sync(self) -> None:
+        """Copy the row into the embedding matrix (so the text encoder alone carries the token)."""
+        with torch.no_grad():
+            self._embedding[0].weight[self.token_id] = self.row.detach().to(self._embedding[0].weight)
+
+    def remove(self) -> None:
+        """Detach the hook (after :meth:`sync`, the encoder behaves the same without it)."""
+        self._handle.remove()
+
+
 class TextualInversion(nn.Module):
     """One learnable token for SD-1.5, trained with the ε-MSE loss on augmented copies of one image.
 
     Args:
-        tokenizer, text_encoder, vae, unet, scheduler: SD components (text encoder kept in fp32; its embedding matrix
-            is the only trainable parameter, and only the new row changes).
+        tokenizer, text_encoder, vae, unet, scheduler: SD components (all frozen; the text encoder runs in fp32 and
+            only the token's row, :attr:`token_embedding`, is trained).
         image: [3, H, W] RGB in [0, 1] (the raw picture, background included).
         token: placeholder, e.g. ``_panda_dance_``.
-        initializer: word whose embedding initialises the token.
+        initializer: word whose embedding initialises the token (or a [D] tensor).
         resolution: training resolution (512).
         batch_size: images per step (16).
         lr: AdamW learning rate (1e-4, betas (0.9, 0.999), wd 1e-2, eps 1e-8; constant).
         augment: the heavy augmentations (else a plain resize to ``resolution``).
-        seed: seeds prompt-template choice.
+        seed: seeds the prompt-template choice.
     """
 
     def __init__(self, tokenizer, text_encoder: nn.Module, vae: nn.Module, unet: nn.Module, scheduler,
@@ -213,22 +243,22 @@ class TextualInversion(nn.Module):
             m.eval()
         self.token = token
         self.token_id = add_token(tokenizer, self.text_encoder, token, initializer)
-        weight = self.text_encoder.get_input_embeddings().weight
-        weight.requires_grad_(True)
-        self.register_buffer("original", weight.detach().clone(), persistent=False)
+        self.token_embedding = TokenEmbedding(self.text_encoder.get_input_embeddings(), self.token_id)
         self.register_buffer("image", prepare_image(image, round(resolution * 640 / 512)), persistent=False)
         self.augment = TIAugment(resolution) if augment else None
         self.resolution, self.batch_size = resolution, batch_size
-        self.optimizer = torch.optim.AdamW([weight], lr=lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        self.optimizer = torch.optim.AdamW([self.token_embedding.row], lr=lr, betas=(0.9, 0.999), weight_decay=1e-2,
+                                           eps=1e-8)
         self._rng = random.Random(seed)
 
     @property
-    def weight(self) -> nn.Parameter:
+    def weight(self) -> Tensor:
+        """The text encoder's embedding matrix [V, D] (frozen; row ``token_id`` mirrors the learned row)."""
         return self.text_encoder.get_input_embeddings().weight
 
     def embedding(self) -> Tensor:
         """The learned row [D] (fp32, detached)."""
-        return self.weight.detach()[self.token_id].float().clone()
+        return self.token_embedding.row.detach().float().clone()
 
     def batch(self) -> Tensor:
         """[B, 3, R, R] augmented images in [0, 1]."""
@@ -237,12 +267,11 @@ class TextualInversion(nn.Module):
             return self.augment(x)
         return resize(x, (self.resolution, self.resolution), antialias=True)
 
-    def loss(self, pixels: Tensor, t: Optional[Tensor] = None, noise_seed: Optional[int] = None) -> Tensor:
+    def loss(self, pixels: Tensor, t: Optional[Tensor] = None) -> Tensor:
         """ε-prediction MSE of a batch of [B, 3, R, R] images in [0, 1] (mapped to [-1, 1] inside ``vae_encode``)."""
         with torch.no_grad():
             latents = vae_encode(self.vae, pixels)
-        gen = torch.Generator(device=latents.device).manual_seed(noise_seed) if noise_seed is not None else None
-        noise = torch.randn(latents.shape, generator=gen, device=latents.device)
+        noise = torch.randn_like(latents)
         b = latents.shape[0]
         if t is None:
             t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), device=latents.device)
@@ -260,22 +289,17 @@ class TextualInversion(nn.Module):
         return F.mse_loss(pred, target.float())
 
     def step(self) -> dict[str, float]:
-        """One AdamW step on the new row; every other row is restored bit-exactly afterwards."""
+        """One AdamW step on the token's row (stand-alone use; the phase's loop does the same via after_step)."""
         loss = self.loss(self.batch())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        keep = torch.ones(self.weight.shape[0], dtype=torch.bool, device=self.weight.device)
-        keep[self.token_id] = False
-        with torch.no_grad():
-            self.weight.grad[keep] = 0.0
         self.optimizer.step()
-        with torch.no_grad():
-            self.weight[keep] = self.original[keep]
+        self.token_embedding.sync()
         loss_v = float(loss.detach())
-        return {"ti/loss": loss_v if math.isfinite(loss_v) else float("nan"),
-                "ti/norm": float(self.weight.detach()[self.token_id].norm())}
+        return {"ti/loss": loss_v if math.isfinite(loss_v) else float("nan"), "ti/norm": float(self.embedding().norm())}
 
     def set_embedding(self, value: Tensor) -> None:
         """Overwrite the learned row (resume)."""
         with torch.no_grad():
-            self.weight[self.token_id] = value.to(self.weight)
+            self.token_embedding.row.copy_(value.reshape(-1))
+        self.token_embedding.sync()
