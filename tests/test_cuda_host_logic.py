@@ -222,3 +222,40 @@ def test_keyframe_tv_gradient_matches_reference():
 def test_dt_lattice_is_the_documented_one():
     # sanity of the shared geometry: 1024 steps of 2√3/1024 span the box diagonal
     assert math.isclose(cases.DT * 1024, 2 * math.sqrt(3))
+
+
+def _host_march_infer(inp, alive, rays_k, rays_n, n_step, res, max_steps, noise):
+    a = alive.shape[0]
+    xyzs, dirs, ts = torch.zeros(a, n_step, 3), torch.zeros(a, n_step, 3), torch.zeros(a, n_step, 2)
+    _harness().h_march_infer(_p(inp["rays_o"]), _p(inp["rays_d"]), _p(inp["nears"]), _p(inp["fars"]),
+                             _p(inp["bitfield"]), _I64(inp["bitfield"].shape[1]), _p(inp["slots"]), _p(noise),
+                             _p(alive), _I64(a), _I32(n_step), *_geom(1.0, res, cases.DT, max_steps), _p(rays_k),
+                             _p(rays_n), _p(xyzs), _p(dirs), _p(ts))
+    return xyzs, dirs, ts
+
+
+@pytest.mark.parametrize("n_step,max_steps,with_noise", [(1, 1024, True), (3, 1024, False), (8, 20, True)])
+def test_inference_march_and_composite_match_reference(n_step, max_steps, with_noise):
+    inp = cases.march_inputs(120, slots=2, res=32, seed=8)
+    noise = inp["noise"] if with_noise else None
+    n = inp["rays_o"].shape[0]
+    k, kn, _k, _kn = (torch.zeros(n, dtype=torch.int32) for _ in range(4))
+    acc = [torch.zeros(n, dtype=torch.float64), torch.zeros(n), torch.zeros(n), torch.zeros(n, 3)]
+    _acc = [a.clone() for a in acc]
+    alive = torch.arange(n)
+    for _ in range(400):
+        if not alive.numel():
+            break
+        out = _host_march_infer(inp, alive, k, kn, n_step, 32, max_steps, noise)
+        _out = ref.march_rays(inp["rays_o"], inp["rays_d"], inp["nears"], inp["fars"], inp["bitfield"], inp["slots"],
+                              alive, _k, _kn, 1.0, 32, cases.DT, n_step, max_steps, noise)
+        assert all(torch.equal(a, b) for a, b in zip(out, _out)) and torch.equal(k, _k) and torch.equal(kn, _kn)
+        sig = 20.0 * (out[0].norm(dim=-1) < 0.7).float()
+        rgb = out[0].abs().contiguous()
+        _harness().h_composite_infer(_p(sig), _p(rgb), _p(out[2]), _p(alive), _I64(alive.shape[0]), _I32(n_step),
+                                     _I32(3), _F32(1e-4), *[_p(a) for a in acc])
+        ref.composite_rays(sig, rgb, out[2], alive, *_acc, 1e-4)
+        for a, b in zip(acc, _acc):
+            torch.testing.assert_close(a, b, rtol=RTOL_COMPOSITE, atol=ATOL_COMPOSITE)
+        alive = alive[(k[alive] >= 0) & (torch.exp(-acc[0][alive]).float() >= 1e-4)]
+    assert not alive.numel() and int(kn.max()) <= max_steps and float(acc[1].max()) > 0.5

@@ -339,9 +339,10 @@ def march_rays(rays_o: Tensor, rays_d: Tensor, nears: Tensor, fars: Tensor, bitf
                max_steps: int, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Pure-PyTorch reference of `ops.inference.march_rays`.
 
-    For every alive ray r: enumerate its lattice from index ``rays_k[r]`` to the end (same float32 arithmetic as
-    ``march_rays_train``), keep the occupied points, take the first ``min(n_step, max_steps - rays_n[r])``; the ray
-    stays marchable (``rays_k[r]`` = last taken + 1) only if it filled all ``n_step`` rows, else ``rays_k[r] = -1``.
+    For every alive ray r: walk its lattice from index ``rays_k[r]`` (same float32 arithmetic as
+    ``march_rays_train``) in windows of growing length, keeping occupied points until
+    ``min(n_step, max_steps - rays_n[r])`` are taken or ``t >= far``; the ray stays marchable
+    (``rays_k[r]`` = last taken + 1) only if it filled all ``n_step`` rows, else ``rays_k[r] = -1``.
     """
     device, n_alive = rays_o.device, alive.shape[0]
     xyzs = rays_o.new_zeros(n_alive, n_step, 3)
@@ -353,103 +354,38 @@ def march_rays(rays_o: Tensor, rays_d: Tensor, nears: Tensor, fars: Tensor, bitf
     bound32 = torch.tensor(bound, dtype=torch.float32, device=device)
     scale32 = torch.tensor(grid_res / (2.0 * bound), dtype=torch.float32, device=device)
     r = alive.long()
+    o, d, near, far, slot = rays_o[r], rays_d[r], nears[r], fars[r], slots[r]
+    nz = torch.zeros_like(near) if noise is None else noise[r]
     k0 = rays_k[r].long()
-    nz = torch.zeros_like(nears[r]) if noise is None else noise[r]
-    remaining = (_lattice_lengths(nears[r], fars[r], nz, dt) - k0).clamp(min=0)
-    remaining = torch.where(k0 < 0, torch.zeros_like(remaining), remaining)
-    local = torch.repeat_interleave(torch.arange(n_alive, device=device), remaining)
-    first = torch.cumsum(remaining, 0) - remaining
-    k = (k0[local] + torch.arange(local.shape[0], device=device) - first[local]).to(torch.float32)
-    t = nears[r][local] + (k + nz[local]) * dt32
-    p = rays_o[r][local] + t[:, None] * rays_d[r][local]
-    p = torch.minimum(torch.maximum(p, -bound32), bound32)
-    cells = torch.floor((p + bound32) * scale32).clamp(0, grid_res - 1).long()
-    occ = (t < fars[r][local]) & _bit_lookup(bitfield, slots[r][local], cells)
-    budget = torch.clamp(torch.clamp(max_steps - rays_n[r].long(), min=0), max=n_step)
-    rank = _rank_within_ray(occ, local, remaining)
-    take = occ & (rank < budget[local])
-    sel = take.nonzero().squeeze(1)
-    row, col = local[sel], rank[sel]
-    xyzs[row, col] = p[sel]
-    dirs[row, col] = rays_d[r][row]
-    ts[row, col, 0] = t[sel]
-    ts[row, col, 1] = dt32
-    emitted = torch.bincount(row, minlength=n_alive)
-    last_k = torch.full((n_alive,), -1, dtype=torch.long, device=device).scatter_reduce(
-        0, row, k[sel].long(), reduce="amax")
-    full = (emitted == n_step) & (k0 >= 0)
-    rays_k[r] = torch.where(full, last_k + 1, torch.full_like(last_k, -1)).to(rays_k.dtype)
-    rays_n[r] = (rays_n[r].long() + emitted).to(rays_n.dtype)
-    return xyzs, dirs, ts
-
-
-def composite_rays(sigmas: Tensor, rgbs: Tensor, ts: Tensor, alive: Tensor, optical_depth: Tensor,
-                   weights_sum: Tensor, depth: Tensor, image: Tensor, t_thresh: float = 1e-4) -> None:
-    """Pure-PyTorch reference of `ops.inference.composite_rays` (in place).
-
-    Row a composites into ray ``alive[a]``: for its samples in order, stop at the first one with ``dt == 0``
-    (unused row) or ``T = float32(exp(-optical_depth)) < t_thresh``; else ``w = (1 - exp(-σ·dt))·T`` is added to
-    weights_sum/depth/image and ``σ·dt`` (float32 product, float64 sum) to optical_depth.
-    """
-    r = alive.long()
-    od, ws, dep, img = optical_depth[r], weights_sum[r], depth[r], image[r]
-    going = torch.ones(r.shape[0], dtype=torch.bool, device=sigmas.device)
-    for j in range(sigmas.shape[1]):
-        trans = torch.exp(-od).to(sigmas.dtype)
-        going = going & (ts[:, j, 1] != 0) & (trans >= t_thresh)
-        sd = sigmas[:, j] * ts[:, j, 1]
-        w = torch.where(going, (1.0 - torch.exp(-sd)) * trans, torch.zeros_like(sd))
-        ws = ws + w
-        dep = dep + w * ts[:, j, 0]
-        img = img + w[:, None] * rgbs[:, j]
-        od = od + torch.where(going, sd, torch.zeros_like(sd)).double()
-    optical_depth[r], weights_sum[r], depth[r], image[r] = od, ws, dep, img
-
-
-# ----------------------------------------------------------------------------- inference (alive rays, in place)
-def march_rays(rays_o: Tensor, rays_d: Tensor, nears: Tensor, fars: Tensor, bitfield: Tensor, slots: Tensor,
-               alive: Tensor, rays_k: Tensor, rays_n: Tensor, bound: float, grid_res: int, dt: float, n_step: int,
-               max_steps: int, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Pure-PyTorch reference of `ops.inference.march_rays`.
-
-    For every alive ray r: enumerate its lattice from index ``rays_k[r]`` to the end (same float32 arithmetic as
-    ``march_rays_train``), keep the occupied points, take the first ``min(n_step, max_steps - rays_n[r])``; the ray
-    stays marchable (``rays_k[r]`` = last taken + 1) only if it filled all ``n_step`` rows, else ``rays_k[r] = -1``.
-    """
-    device, n_alive = rays_o.device, alive.shape[0]
-    xyzs = rays_o.new_zeros(n_alive, n_step, 3)
-    dirs = rays_o.new_zeros(n_alive, n_step, 3)
-    ts = rays_o.new_zeros(n_alive, n_step, 2)
-    if n_alive == 0:
-        return xyzs, dirs, ts
-    dt32 = torch.tensor(dt, dtype=torch.float32, device=device)
-    bound32 = torch.tensor(bound, dtype=torch.float32, device=device)
-    scale32 = torch.tensor(grid_res / (2.0 * bound), dtype=torch.float32, device=device)
-    r = alive.long()
-    k0 = rays_k[r].long()
-    nz = torch.zeros_like(nears[r]) if noise is None else noise[r]
-    remaining = (_lattice_lengths(nears[r], fars[r], nz, dt) - k0).clamp(min=0)
-    remaining = torch.where(k0 < 0, torch.zeros_like(remaining), remaining)
-    local = torch.repeat_interleave(torch.arange(n_alive, device=device), remaining)
-    first = torch.cumsum(remaining, 0) - remaining
-    k = (k0[local] + torch.arange(local.shape[0], device=device) - first[local]).to(torch.float32)
-    t = nears[r][local] + (k + nz[local]) * dt32
-    p = rays_o[r][local] + t[:, None] * rays_d[r][local]
-    p = torch.minimum(torch.maximum(p, -bound32), bound32)
-    cells = torch.floor((p + bound32) * scale32).clamp(0, grid_res - 1).long()
-    occ = (t < fars[r][local]) & _bit_lookup(bitfield, slots[r][local], cells)
-    budget = torch.clamp(torch.clamp(max_steps - rays_n[r].long(), min=0), max=n_step)
-    rank = _rank_within_ray(occ, local, remaining)
-    take = occ & (rank < budget[local])
-    sel = take.nonzero().squeeze(1)
-    row, col = local[sel], rank[sel]
-    xyzs[row, col] = p[sel]
-    dirs[row, col] = rays_d[r][row]
-    ts[row, col, 0] = t[sel]
-    ts[row, col, 1] = dt32
-    emitted = torch.bincount(row, minlength=n_alive)
-    last_k = torch.full((n_alive,), -1, dtype=torch.long, device=device).scatter_reduce(
-        0, row, k[sel].long(), reduce="amax")
+    budget = (max_steps - rays_n[r].long()).clamp(min=0, max=n_step)
+    k, emitted = k0.clone(), torch.zeros_like(k0)
+    last_k = torch.full_like(k0, -1)
+    active = (k0 >= 0) & (budget > 0)
+    window = 32
+    while bool(active.any()):
+        rows = active.nonzero().squeeze(1)
+        kk = k[rows, None] + torch.arange(window, device=device)  # [P, W]
+        t = near[rows, None] + (kk.to(torch.float32) + nz[rows, None]) * dt32
+        inside = t < far[rows, None]
+        p = o[rows, None, :] + t[..., None] * d[rows, None, :]
+        p = torch.minimum(torch.maximum(p, -bound32), bound32)
+        cells = torch.floor((p + bound32) * scale32).clamp(0, grid_res - 1).long()
+        occ = inside & _bit_lookup(bitfield, slot[rows, None].expand_as(kk).reshape(-1),
+                                   cells.reshape(-1, 3)).view_as(kk)
+        rank = torch.cumsum(occ.long(), 1) - occ.long() + emitted[rows, None]
+        take = occ & (rank < budget[rows, None])
+        row_of = rows[:, None].expand_as(kk)[take]
+        col = rank[take]
+        xyzs[row_of, col] = p[take]
+        dirs[row_of, col] = d[row_of]
+        ts[row_of, col, 0] = t[take]
+        ts[row_of, col, 1] = dt32
+        emitted[rows] += take.sum(1)
+        last_k[rows] = torch.where(take, kk, torch.full_like(kk, -1)).amax(1).maximum(last_k[rows])
+        done = (emitted[rows] >= budget[rows]) | ~inside.all(1)
+        k[rows] = kk[:, -1] + 1
+        active[rows[done]] = False
+        window = min(2 * window, 1024)
     full = (emitted == n_step) & (k0 >= 0)
     rays_k[r] = torch.where(full, last_k + 1, torch.full_like(last_k, -1)).to(rays_k.dtype)
     rays_n[r] = (rays_n[r].long() + emitted).to(rays_n.dtype)
