@@ -17,10 +17,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import _kernel_cases as cases
 import pytest
 import torch
 
-import _kernel_cases as cases
 from animate124.ops import _reference as ref
 
 ROOT = Path(__file__).resolve().parents[1]

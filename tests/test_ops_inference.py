@@ -1,9 +1,9 @@
 """ops/inference.py on the reference path: the alive-ray loop renders exactly what the training ops render."""
 
+import _kernel_cases as cases
 import pytest
 import torch
 
-import _kernel_cases as cases
 from animate124.ops import composite_rays_train, march_rays_train
 from animate124.ops.inference import InferenceState, composite_rays, march_rays, render_rays_inference
 

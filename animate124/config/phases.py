@@ -95,16 +95,60 @@ class TextualInversionPhaseConfig(TrainLoopConfig):
 
 @dataclass
 class StaticPhaseConfig(TrainLoopConfig):
-    """Static stage (spec §8.1)."""
+    """Static stage (spec §8.1): reference-view losses + SD and Zero-1-to-3 SDS on random views (phases/static.py).
+
+    The guidance terms are configured under ``guidance.sd`` / ``guidance.zero123`` (``enabled``, λ, CFG, t range).
+    """
 
     kind: PhaseKind = PhaseKind.static
     max_steps: int = 5000
     optim: OptimConfig = field(default_factory=OptimConfig)
     render_size: int = 128
+    """Random-view render size (SDS steps)."""
     ref_size: int = 192
+    """Reference-view render size (the original's 1.5 × 128)."""
     known_iters: int = 100
+    """All of the first known_iters steps are reference-view steps."""
     known_interval: int = 4
+    """Afterwards every known_interval-th step is a reference-view step."""
     time_slots: int = 1
+    """Occupancy time slots (1: static)."""
+    lambda_rgb: float = 5.0
+    """Masked reference RGB MSE weight."""
+    lambda_mask: float = 0.5
+    """Reference mask (opacity) MSE weight."""
+    lambda_depth: float = 0.01
+    """Reference depth (1 − Pearson)/2 weight."""
+    lambda_entropy: float = 1e-3
+    """Opacity-entropy weight after its ramp."""
+    entropy_ramp: float = 0.5
+    """The entropy weight ramps linearly over this fraction of max_steps (the original: min(1, 2·step/iters))."""
+    lambda_orient: float = 1e-2
+    """Orientation loss weight (steps that render normals)."""
+    lambda_normal_tv: float = 0.5
+    """2D normal-image TV weight."""
+    lambda_normal_blur: float = 0.5
+    """2D normal-image vs. Gaussian-blurred MSE weight."""
+    normal_shading_ratio: float = 0.2
+    """SDS steps before this fraction of max_steps render normal-map shading (a = 1)."""
+    textureless_rate: float = 0.2
+    """Afterwards: probability of textureless shading (else lambertian), ambient a ~ U(ambient_min, 1)."""
+    ambient_min: float = 0.1
+    """Lower end of the random ambient ratio."""
+    coarse_to_fine_ratio: float = 0.6
+    """The finest ``coarse_to_fine_levels`` grid levels are masked for steps < ratio·max_steps (3000 of 5000)."""
+    coarse_to_fine_levels: int = 8
+    """How many finest levels are masked (at least one level always stays active)."""
+    uniform_sphere_rate: float = 0.5
+    """Probability of the original's upper-hemisphere view draw (else elevation in elevation_range)."""
+    elevation_range: List[float] = field(default_factory=lambda: [-45.0, 45.0])
+    """Elevation range (degrees) of the other random-view branch."""
+    fovy: float = 40.0
+    """Field of view (degrees) of every camera (Zero-1-to-3 assumes 40°)."""
+    val_views: int = 8
+    """Validation: this many azimuths at elevation 0, saved side by side as one PNG."""
+    val_size: int = 256
+    """Validation render size."""
 
 
 @dataclass
