@@ -22,6 +22,8 @@ _MARCH_CHUNK = 1 << 22
 """Lattice points per march chunk (~8 tensors of this length live at once: ~300 MB at most)."""
 _ENCODE_CHUNK = 1 << 21
 """(points × levels × corners) per grid_encode chunk (a few int64/float tensors of this length)."""
+_ENCODE_CACHE = 1 << 24
+"""Up to this many (points × levels × corners), rows/weights are kept from forward to backward (~200 MB)."""
 _U32 = 0xFFFFFFFF
 
 
@@ -206,12 +208,22 @@ def _corners(pairs: Tensor, combine) -> Tensor:
     return acc
 
 
+def _wrap(rows: Tensor, sizes: Tensor) -> Tensor:
+    """``rows mod size`` per level ([n, L', C] and [L']); a bit mask when every size is the same power of two."""
+    size = int(sizes[0])
+    if bool((sizes == size).all()) and size & (size - 1) == 0:
+        return rows & (size - 1)
+    return rows % sizes[None, :, None]
+
+
 def _level_rows(p0: Tensor, resolutions: Tensor, sizes: Tensor, kind: str) -> Tensor:
     """Table rows [n, L, 2^D] (within each level) of the corners of cells ``p0`` [n, L, D] (int64)."""
     dims = p0.shape[-1]
     side = resolutions + 1
-    # levels whose (R+1)^D vertices fit the table are indexed densely; as R grows with ℓ they form a prefix
-    n_dense = p0.shape[1] if kind == "tiled" else int((side ** dims <= sizes).sum())
+    # Levels whose (R+1)^D vertices fit their table are indexed densely without wrapping; as R grows with ℓ they
+    # form a prefix. The other levels wrap the dense index (tiled) or hash (hash) modulo their size.
+    n_fit = int((side ** dims <= sizes).sum())
+    n_dense = p0.shape[1] if kind == "tiled" else n_fit
     parts = []
     if n_dense:
         strides = side[:n_dense, None] ** torch.arange(dims, device=p0.device)  # [Ld, D]
@@ -223,7 +235,9 @@ def _level_rows(p0: Tensor, resolutions: Tensor, sizes: Tensor, kind: str) -> Te
         parts.append(_corners(torch.stack([(q * primes) & _U32, ((q + 1) * primes) & _U32], dim=-1),
                               torch.bitwise_xor))
     rows = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-    return rows % sizes[None, :, None]
+    if n_fit == p0.shape[1]:
+        return rows
+    return torch.cat([rows[:, :n_fit], _wrap(rows[:, n_fit:], sizes[n_fit:])], dim=1) if n_fit else _wrap(rows, sizes)
 
 
 class _GridPlan:
@@ -242,13 +256,27 @@ class _GridPlan:
             self.keyframe = (i0, (i0 + 1).clamp(max=keyframes - 1), g - i0.to(g.dtype))
         per_point = resolutions.shape[0] * (1 << x.shape[1]) * (2 if keyframes > 1 else 1)
         self.chunk = max(1, _ENCODE_CHUNK // per_point)
+        self.cacheable = x.shape[0] * per_point <= _ENCODE_CACHE
+        self._cache: list[tuple[slice, Tensor, Tensor]] | None = None
 
-    def chunks(self):
-        """Yields (point slice, rows [n, L, C'] into the flattened [K·total, F] tables, weights [n, L, C'])."""
+    def chunks(self, keep: bool = False):
+        """Yields (point slice, rows [n, L, C'] into the flattened [K·total, F] tables, weights [n, L, C']).
+
+        With ``keep`` (and a small enough call) they are kept for the next pass (the backward) instead of recomputed.
+        """
+        if self._cache is not None:
+            yield from self._cache
+            return
+        kept = []
         for s in range(0, self.x.shape[0], self.chunk):
             sl = slice(s, s + self.chunk)
-            yield (sl, *self._rows_weights(self.x[sl], None if self.keyframe is None
-                                           else tuple(v[sl] for v in self.keyframe)))
+            item = (sl, *self._rows_weights(self.x[sl], None if self.keyframe is None
+                                            else tuple(v[sl] for v in self.keyframe)))
+            if keep and self.cacheable:
+                kept.append(item)
+            yield item
+        if kept:
+            self._cache = kept
 
     def _rows_weights(self, x: Tensor, keyframe: tuple[Tensor, Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
         res_f = self.resolutions.to(x.dtype)
@@ -265,12 +293,12 @@ class _GridPlan:
         rows = torch.cat([rows + (i0 * total)[:, None, None], rows + (i1 * total)[:, None, None]], dim=2)
         return rows, torch.cat([cw * (1.0 - wt)[:, None, None], cw * wt[:, None, None]], dim=2)
 
-    def gather(self, tables: Tensor) -> Tensor:
-        """``A·E``: [K, total, F] tables → [N, L·F] features."""
+    def gather(self, tables: Tensor, keep: bool = False) -> Tensor:
+        """``A·E``: [K, total, F] tables → [N, L·F] features (``keep``: cache the plan for a later scatter)."""
         flat = tables.reshape(-1, self.feat)
         n_levels = self.resolutions.shape[0]
         out = tables.new_empty(self.x.shape[0], n_levels * self.feat)
-        for sl, rows, w in self.chunks():
+        for sl, rows, w in self.chunks(keep):
             f = flat.index_select(0, rows.reshape(-1)).view(*rows.shape, self.feat)
             out[sl] = (f * w.to(f.dtype)[..., None]).sum(2).reshape(-1, n_levels * self.feat)
         return out
@@ -292,7 +320,7 @@ class _GridGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tables: Tensor, plan: _GridPlan) -> Tensor:
         ctx.plan = plan
-        return plan.gather(tables)
+        return plan.gather(tables, keep=ctx.needs_input_grad[0])
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
