@@ -36,7 +36,7 @@ def test_gradcheck_composite_with_cutoff():
 @pytest.mark.gradcheck
 @pytest.mark.parametrize("kind,dims,k", [("hash", 3, 1), ("tiled", 3, 3), ("hash", 4, 1)])
 def test_gradcheck_grid_encode(kind, dims, k):
-    offsets, res = grid_layout(kind, 3, 2, 8, 6, dims)
+    offsets, res = grid_layout(kind, 2, 2, 4, 5, dims)  # 3D: level 0 dense (27 rows), level 1 wraps/hashes
     emb = (torch.randn(k, int(offsets[-1]), 2, dtype=torch.float64) * 0.1).requires_grad_()
     x = torch.rand(5, dims, dtype=torch.float64)
     t = torch.rand(5, dtype=torch.float64) if k > 1 else None

@@ -73,6 +73,12 @@ class FitPhaseConfig(TrainLoopConfig):
     """Evaluate test PSNR at this image size (None = dataset size)."""
     eval_max_frames: Optional[int] = None
     """Evaluate on at most this many test frames (None = all)."""
+    val_max_frames: Optional[int] = 8
+    """Test frames rendered at each validation (every ``val_every`` steps: the PSNR curve; None = all)."""
+    save_val_images: int = 4
+    """Test frames saved to val/ as ground truth | prediction PNGs at the end."""
+    lr_final_ratio: float = 0.1
+    """The learning rate decays exponentially to lr·lr_final_ratio at max_steps (1.0 = constant)."""
 
 
 @dataclass
@@ -186,22 +192,41 @@ class DynamicPhaseConfig(TrainLoopConfig):
     """Time sampling of training clips."""
     dynamic_cam_rate: float = 0.9
     """Probability of a moving camera over the clip (spec §6.3); otherwise fixed."""
+    cam_delta_elevation: float = 45.0
+    """Moving camera: elevation change over the clip ~ U(±this) degrees."""
+    cam_delta_azimuth: float = 90.0
+    """Moving camera: azimuth change over the clip ~ U(±this) degrees."""
+    uniform_sphere_rate: float = 0.5
+    """Probability of the original's upper-hemisphere draw for the clip's first view (else elevation_range)."""
+    elevation_range: List[float] = field(default_factory=lambda: [-45.0, 45.0])
+    """Elevation range (degrees) of the other first-view branch."""
+    fovy: float = 40.0
+    """Field of view (degrees) of every camera."""
     ambient_min: float = 0.1
     """Ambient ratio a ~ U(ambient_min, 1) on SDS steps."""
     textureless_rate: float = 0.2
     """Probability of textureless shading on SDS steps (else lambertian)."""
     zero123_on_start: bool = True
-    """Apply Zero-1-to-3 SDS to frame 0 of clips that start at τ = 0 (spec §7.4)."""
+    """Apply Zero-1-to-3 SDS (guidance.zero123) to frame 0 of clips that start at τ = 0 (spec §7.4)."""
     lambda_rgb: float = 5.0
+    """Masked reference RGB MSE weight (reference steps, τ = 0)."""
     lambda_mask: float = 0.5
+    """Reference mask (opacity) MSE weight."""
     lambda_depth: float = 0.01
+    """Reference depth (1 − Pearson)/2 weight."""
     lambda_entropy: float = 1e-3
-    """Opacity entropy, ramped by min(1, 2·step/max_steps) over this phase's steps."""
+    """Opacity-entropy weight after its ramp."""
+    entropy_ramp: float = 0.0
+    """Entropy weight ramps over this fraction of max_steps (0 = full weight at once: the field comes trained from
+    the static phase; the original's cumulative ramp was already at 2/3 when its dynamic stage began)."""
     lambda_orient: float = 1e-2
-    lambda_normal_smooth: float = 0.5
+    """Orientation loss weight (steps that render normals)."""
+    lambda_normal_tv: float = 0.5
+    """2D normal-image TV weight."""
     lambda_normal_blur: float = 0.5
+    """2D normal-image vs. Gaussian-blurred MSE weight."""
     lambda_time_tv: float = 0.1
-    """Temporal TV of the keyframe tables (spec §7.8)."""
+    """Temporal TV of the keyframe tables on every step (spec §7.8)."""
     val_frames: int = 64
     """Frames of each validation video (τ = linspace(0, 1))."""
     val_size: int = 256

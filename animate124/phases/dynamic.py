@@ -1,0 +1,319 @@
+"""Dynamic coarse phase (spec §8.2, §8.4): animate the static field with text-to-video SDS.
+
+Initialisation (fresh start only; a run with checkpoints in ``<run_dir>/dynamic/checkpoints`` resumes instead):
+the static checkpoint is ``init_from=PATH`` when given (a ``step-NNNNNNN`` folder, a ``checkpoints`` folder, a phase
+folder or a run dir), else the latest one in ``<run_dir>/static/checkpoints``. Its field becomes the dynamic field
+with ``fields.init_dynamic_from_static`` (every keyframe a copy of the static grid, the MLP copied: it renders the
+static scene at every τ); the occupancy grid's ``time_slots`` slots are RE-ESTIMATED at their own times
+(k + 0.5)/S ± 0.5/S from the new field (the original copied the static grid's slot time 0.5 into every slot,
+spec §14.1). The optimizer is a fresh Adam with the original's parameter groups (grids lr·10, MLP lr).
+
+One step (``step`` 0-based; every ``known_interval``-th step is a reference step):
+
+* reference step: the reference view at τ = 0, ``ref_size``, white background, albedo → λ_rgb·masked MSE +
+  λ_mask·MSE(opacity, mask) + λ_depth·(1 − Pearson)/2;
+* SDS step: a clip of ``num_frames`` times (``data.time.ClipSampler``: P(start = 0) and P(end = 1) exact), a moving
+  camera with probability ``dynamic_cam_rate`` (``render.cameras.moving_trajectory``) else a fixed one, a random
+  solid background, ambient a ~ U(ambient_min, 1), textureless with probability ``textureless_rate`` else lambertian,
+  light = normalize(frame camera position + one N(0, I) vector); all F frames rendered at ``render_size`` in ONE
+  field call, then the video prior(s) (``guidance.video.kind``: text → ``guidance.video``, image →
+  ``guidance.image_video``, both) and, when the clip starts at τ = 0, Zero-1-to-3 SDS on frame 0;
+* every step: opacity entropy, orientation and 2D normal smoothness (when normals were rendered) and
+  ``lambda_time_tv``·temporal TV of the keyframe tables. The base loop adds fp16 autocast + GradScaler on CUDA,
+  value clipping (``optim.grad_clip_value`` = 1.0) and occupancy refreshes every ``render.update_interval`` steps.
+
+Validation (every ``val_every`` steps and at the end): ``<run_dir>/dynamic/videos/step_NNNNNNN_fixed.mp4`` (the
+reference view while τ runs over [0, 1]) and ``step_NNNNNNN_orbit.mp4`` (τ over [0, 1] while the azimuth sweeps 360°
+at ``val_elevation``), ``val_frames`` frames of ``val_size`` (rounded up to a multiple of 16) at ``val_fps``, plus the
+reference-view PSNR at τ = 0.
+
+Subclasses (the refine phase) add guidance terms through :meth:`DynamicPhase.extra_sds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from animate124 import losses as L
+from animate124.config.guidance import VideoPriorKind
+from animate124.config.schema import FieldConfig
+from animate124.data.reference import load_reference
+from animate124.data.time import Clip, ClipSampler, validation_times
+from animate124.errors import CheckpointError, InputError
+from animate124.fields import build_field, init_dynamic_from_static, load_field_state
+from animate124.guidance.base import GuidanceTerm
+from animate124.io.checkpoint import STATE_FILE, latest_checkpoint, load_checkpoint, split_state
+from animate124.phases.base import Phase, StepOutput
+from animate124.phases.static import REF_AZIMUTH, REF_ELEVATION, REF_RADIUS, _views_to, resolve_inputs
+from animate124.render.cameras import Cameras, moving_trajectory, orbit, reference_camera
+from animate124.render.occupancy import OccupancyGrid
+from animate124.render.volume import VolumeRenderer
+from animate124.types import GuidanceContext, RenderOutput
+
+log = logging.getLogger(__name__)
+
+MISSING_STATIC = "no static checkpoint in {run_dir}; run phase=static first or pass init_from=PATH"
+
+
+def find_init_checkpoint(run_dir: Path, init_from: Optional[str], source_phase: str = "static") -> Path:
+    """The checkpoint a fresh dynamic run starts from.
+
+    Args:
+        run_dir: the run directory.
+        init_from: ``init_from=`` (a step folder, a checkpoints folder, a phase folder or a run dir), or None.
+        source_phase: the phase whose latest checkpoint is used when ``init_from`` is None.
+
+    Raises:
+        CheckpointError: nothing found (the message names the missing phase and both fixes).
+    """
+    if init_from:
+        p = Path(init_from).expanduser()
+        if (p / STATE_FILE).is_file():
+            return p
+        for cand in (p, p / "checkpoints", p / source_phase / "checkpoints"):
+            found = latest_checkpoint(cand)
+            if found is not None:
+                return found
+        raise CheckpointError(f"init_from={init_from} holds no checkpoint (no step-NNNNNNN/state.json); pass a "
+                              f"checkpoint folder or a run dir with {source_phase}/checkpoints")
+    found = latest_checkpoint(run_dir / source_phase / "checkpoints")
+    if found is None:
+        raise CheckpointError(MISSING_STATIC.format(run_dir=run_dir))
+    return found
+
+
+def _field_config(saved: dict[str, Any], fallback: FieldConfig) -> FieldConfig:
+    """The FieldConfig a checkpoint was written with (its resolved config), else ``fallback``."""
+    values = (saved.get("config") or {}).get("field")
+    if not values:
+        return fallback
+    known = {k: v for k, v in values.items() if k in FieldConfig.__dataclass_fields__}
+    return FieldConfig(**known)
+
+
+class DynamicPhase(Phase):
+    """The dynamic coarse stage; see the module docstring."""
+
+    name = "dynamic"
+
+    # ------------------------------------------------------------------ build / init
+    def build(self) -> None:
+        cfg, p, dev = self.cfg, self.pcfg, self.device
+        self.inputs = resolve_inputs(cfg, self.run_dir)
+        ref = load_reference(self.inputs["image"], depth=self.inputs["depth"])
+        self.ref = _views_to(ref.at(p.ref_size), dev)
+        self.field = build_field(cfg.field, dynamic=True).to(dev)
+        self.occupancy = OccupancyGrid(cfg.render.grid_resolution, p.time_slots, cfg.field.bound,
+                                       cfg.render.occupancy_decay, cfg.render.density_thresh,
+                                       cfg.render.update_fraction).to(dev)
+        self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render)
+        self.optimizer = torch.optim.Adam(self.field.param_groups(p.optim.lr, p.optim.grid_lr_scale),
+                                          betas=tuple(p.optim.betas), eps=p.optim.eps)
+        self.sampler = ClipSampler(p.num_frames, p.clip.precision, p.clip.start_zero_rate, p.clip.end_one_rate,
+                                   p.clip.max_stride)
+        self.video_terms = self._video_terms(ref)
+        self.zero123: Optional[GuidanceTerm] = None
+        if cfg.guidance.zero123.enabled and p.zero123_on_start:
+            from animate124.guidance.zero123 import Zero123Guidance
+
+            self.zero123 = Zero123Guidance(cfg.guidance.zero123, ref.at(cfg.guidance.zero123.resolution).rgb,
+                                           cfg.models, dev)
+        log.info("%s: prompt %r, video priors %s, zero123 %s", self.name, self.inputs["prompt"],
+                 [t.name for t in self.video_terms], self.zero123 is not None)
+
+    def _video_terms(self, ref: Any) -> list[GuidanceTerm]:
+        """The video prior(s) chosen by ``guidance.video.kind``."""
+        cfg, dev = self.cfg, self.device
+        g = cfg.guidance
+        kind = VideoPriorKind(g.video.kind)
+        terms: list[GuidanceTerm] = []
+        if g.video.enabled and kind in (VideoPriorKind.text, VideoPriorKind.both):
+            if not self.inputs.get("prompt"):
+                raise InputError("the text-to-video prior needs a motion prompt: pass prompt='a panda is dancing' "
+                                 "(or case=<name>), or use guidance.video.kind=image")
+            from animate124.guidance.video import build_video_guidance
+
+            terms.append(build_video_guidance(g.video, str(self.inputs["prompt"]), cfg.models, dev))
+        if kind in (VideoPriorKind.image, VideoPriorKind.both) and g.image_video.enabled:
+            from animate124.guidance.image_video import ImageVideoGuidance
+
+            term = ImageVideoGuidance(g.image_video, cfg.models, dev, seed=cfg.seed)
+            term.set_reference(ref.at(max(g.image_video.height, g.image_video.width)).rgb.to(term.device))
+            terms.append(term)
+        return terms
+
+    def init(self) -> None:
+        """Fresh start: the dynamic field from the static checkpoint, occupancy re-estimated at the slot times."""
+        path = find_init_checkpoint(self.run_dir, self.cfg.init_from)
+        model_state, _, state = load_checkpoint(path, map_location=self.device)
+        field_state = split_state(model_state, "field")
+        emb = field_state.get("encoding.embeddings")
+        if state.get("phase") == "static" or (emb is not None and emb.shape[0] == 1):
+            static = build_field(_field_config(state, self.cfg.field), dynamic=False).to(self.device)
+            load_field_state(static, field_state)
+            dyn = init_dynamic_from_static(static, self.cfg.field)
+            load_field_state(self.field, dyn.state_dict())
+        else:  # a dynamic checkpoint (e.g. another run's dynamic phase): continue from it with a fresh optimizer
+            load_field_state(self.field, field_state)
+        self.occupancy.update(self.renderer.density_fn, dynamic=True)
+        self.init_checkpoint = str(path)
+        log.info("%s: initialised from %s (occupancy re-estimated at %d slot times)", self.name, path,
+                 self.occupancy.time_slots)
+
+    # ------------------------------------------------------------------ steps
+    def is_reference_step(self, step: int) -> bool:
+        """Every known_interval-th step (spec §7.1; the dynamic stages have no known_iters warm-up)."""
+        return step % max(1, int(self.pcfg.known_interval)) == 0 or not (self.video_terms or self.zero123)
+
+    def shading(self) -> tuple[str, float]:
+        """(shading mode, ambient ratio) of an SDS step: a ~ U(ambient_min, 1); textureless w.p. textureless_rate."""
+        p = self.pcfg
+        ambient = p.ambient_min + (1.0 - p.ambient_min) * float(torch.rand(()))
+        return ("textureless" if float(torch.rand(())) < p.textureless_rate else "lambertian"), ambient
+
+    def train_step(self, step: int) -> StepOutput:
+        if self.is_reference_step(step):
+            out, loss, stats = self._reference_step()
+        else:
+            out, loss, stats = self._sds_step(step)
+        reg, reg_stats = self._regularisers(step, out)
+        stats.update(reg_stats)
+        return StepOutput(loss + reg, stats)
+
+    def _reference_step(self) -> tuple[RenderOutput, Tensor, dict[str, float]]:
+        p, ref, dev = self.pcfg, self.ref, self.device
+        cams = reference_camera(p.ref_size, REF_RADIUS, p.fovy, dev)
+        out = self.renderer.render(cams, torch.zeros(1, 1, device=dev), background=torch.ones(3, device=dev),
+                                   shading="albedo")
+        rgb = out.rgb[0, 0].float().permute(2, 0, 1)          # [3, H, W]
+        opacity = out.opacity[0, 0].float().permute(2, 0, 1)  # [1, H, W]
+        l_rgb, l_mask = L.masked_rgb_loss(rgb, ref.rgb, ref.mask), L.mask_loss(opacity, ref.mask)
+        loss = p.lambda_rgb * l_rgb + p.lambda_mask * l_mask
+        stats = {"ref/rgb": float(l_rgb.detach()), "ref/mask": float(l_mask.detach()), "ref_step": 1.0}
+        if ref.depth is not None and p.lambda_depth > 0:
+            l_depth = L.depth_pearson_loss(out.depth[0, 0].float().permute(2, 0, 1), ref.depth, ref.mask)
+            loss = loss + p.lambda_depth * l_depth
+            stats["ref/depth"] = float(l_depth)
+        return out, loss, stats
+
+    def sample_clip(self) -> tuple[Clip, Cameras, GuidanceContext, bool]:
+        """Times, per-frame cameras and the guidance context of one training clip (B = 1)."""
+        p, dev = self.pcfg, self.device
+        clip = self.sampler.sample()
+        f = p.num_frames
+        elev, azim, rad, moving = moving_trajectory(f, None, p.dynamic_cam_rate, p.cam_delta_elevation,
+                                                    p.cam_delta_azimuth, uniform_sphere_rate=p.uniform_sphere_rate,
+                                                    elevation_range=tuple(p.elevation_range))
+        cams = Cameras.from_spherical(elev, azim, rad, p.render_size, p.fovy).to(dev)
+        ctx = GuidanceContext(step=0, elevation=elev.view(1, f), azimuth=azim.view(1, f), radius=rad.view(1, f),
+                              ref_elevation=REF_ELEVATION, ref_azimuth=REF_AZIMUTH, ref_radius=REF_RADIUS,
+                              times=clip.times.view(1, f), fixed_camera=not moving,
+                              start_from_zero=clip.start_from_zero)
+        return clip, cams, ctx, moving
+
+    def _sds_step(self, step: int) -> tuple[RenderOutput, Tensor, dict[str, float]]:
+        dev = self.device
+        clip, cams, ctx, moving = self.sample_clip()
+        ctx.step = step
+        shading, ambient = self.shading()
+        light = cams.origins + torch.randn(3, device=dev)  # one random vector per step, added to every frame's origin
+        light = light / light.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        background = torch.rand(3, device=dev)
+        times = clip.times.view(1, -1).to(dev)
+        out = self.renderer.render(cams, times, background=background, shading=shading, ambient=ambient,
+                                   light_dir=light.view(1, -1, 3))
+        images = out.images().float().clamp(0.0, 1.0)  # [1, F, 3, H, W]: all frames from ONE field call
+        loss = images.new_zeros(())
+        stats: dict[str, float] = {"ref_step": 0.0, "ambient": ambient, "clip/start0": float(clip.start_from_zero),
+                                   "clip/end1": float(clip.end_at_one), "clip/stride": float(clip.stride),
+                                   "clip/moving": float(moving)}
+        for term in self.video_terms:
+            g = term(images, ctx)
+            loss = loss + g.loss
+            stats.update(g.stats)
+        if self.zero123 is not None and clip.start_from_zero:
+            g = self.zero123(images[:, :1], ctx)
+            loss = loss + g.loss
+            stats.update(g.stats)
+        extra, extra_stats = self.extra_sds(step, images, ctx, out)
+        stats.update(extra_stats)
+        return out, loss + extra, stats
+
+    def extra_sds(self, step: int, images: Tensor, ctx: GuidanceContext,
+                  out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
+        """Hook for subclasses: more SDS terms on the clip (the refine phase's ControlNet). Default: none."""
+        return images.new_zeros(()), {}
+
+    def _regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
+        p = self.pcfg
+        loss = out.rgb.new_zeros((), dtype=torch.float32)
+        stats: dict[str, float] = {}
+        lam_ent = L.ramp_weight(step, int(p.entropy_ramp * self.max_steps), p.lambda_entropy)
+        if lam_ent > 0 and out.sample_weights is not None and out.sample_weights.numel() > 0:
+            ent = L.opacity_entropy(out.sample_weights)
+            loss = loss + lam_ent * ent
+            stats["reg/entropy"] = float(ent)
+        if p.lambda_orient > 0 and out.sample_normals is not None and out.sample_dirs is not None:
+            orient = L.orientation_loss(out.sample_weights, out.sample_normals.float(), out.sample_dirs.float())
+            loss = loss + p.lambda_orient * orient
+            stats["reg/orient"] = float(orient)
+        if out.normals is not None and (p.lambda_normal_tv > 0 or p.lambda_normal_blur > 0):
+            nimg = out.normals.reshape(-1, *out.normals.shape[-3:]).permute(0, 3, 1, 2).float()  # [N, 3, H, W]
+            tv, blur = L.normal_tv_loss(nimg), L.normal_blur_loss(nimg)
+            loss = loss + p.lambda_normal_tv * tv + p.lambda_normal_blur * blur
+            stats.update({"reg/normal_tv": float(tv), "reg/normal_blur": float(blur)})
+        if p.lambda_time_tv > 0:
+            ttv = self.field.tv_loss().float()
+            loss = loss + p.lambda_time_tv * ttv
+            stats["reg/time_tv"] = float(ttv)
+        return loss, stats
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def render_videos(self, step: int) -> dict[str, Path]:
+        """Write the fixed-view and orbit-while-animating validation videos; returns their paths."""
+        from animate124.exporting.writers import write_frames
+
+        p, dev = self.pcfg, self.device
+        n, size = int(p.val_frames), int(math.ceil(max(16, int(p.val_size)) / 16) * 16)
+        times = validation_times(n).view(1, n).to(dev)
+        white = torch.ones(3, device=dev)
+        fixed = Cameras.from_spherical(torch.zeros(n), torch.zeros(n), REF_RADIUS, size, p.fovy).to(dev)
+        elev, azim, rad = orbit(n, p.val_elevation, REF_RADIUS)
+        orbiting = Cameras.from_spherical(elev, azim, rad, size, p.fovy).to(dev)
+        paths = {}
+        for tag, cams in (("fixed", fixed), ("orbit", orbiting)):
+            rgb = self.renderer.render_image(cams, times, background=white).rgb[0]  # [n, H, W, 3]
+            paths[tag] = write_frames(self.dirs.videos / f"step_{step:07d}_{tag}.mp4", rgb, fps=p.val_fps)
+        return paths
+
+    @torch.no_grad()
+    def _evaluate(self, step: int) -> dict[str, float]:
+        p, dev = self.pcfg, self.device
+        self.render_videos(step)
+        cams = reference_camera(p.ref_size, REF_RADIUS, p.fovy, dev)
+        pred = self.renderer.render_image(cams, torch.zeros(1, 1, device=dev), background=torch.ones(3, device=dev))
+        mse = F.mse_loss(pred.rgb[0, 0].permute(2, 0, 1).float(), self.ref.rgb.float().cpu()).item()
+        return {"ref_psnr": -10.0 * math.log10(max(mse, 1e-12)), "ref_mse": mse}
+
+    def validate(self, step: int) -> dict[str, float]:
+        return self._evaluate(step)
+
+    def final(self, step: int) -> dict[str, float]:
+        return self._evaluate(step)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"inputs": self.inputs, "init_checkpoint": getattr(self, "init_checkpoint", None)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.init_checkpoint = state.get("init_checkpoint")
+
+
+PHASE = DynamicPhase
