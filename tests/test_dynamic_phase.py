@@ -21,7 +21,7 @@ from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, split_s
 from animate124.phases.base import train
 from animate124.phases.dynamic import DynamicPhase
 from animate124.phases.static import StaticPhase
-from animate124.render.cameras import Cameras, reference_camera
+from animate124.render.cameras import Cameras
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
 

@@ -51,7 +51,7 @@ from animate124.fields import build_field, init_dynamic_from_static, load_field_
 from animate124.guidance.base import GuidanceTerm
 from animate124.io.checkpoint import STATE_FILE, latest_checkpoint, load_checkpoint, split_state
 from animate124.phases.base import Phase, StepOutput
-from animate124.phases.static import REF_AZIMUTH, REF_ELEVATION, REF_RADIUS, _views_to, resolve_inputs
+from animate124.phases.static import REF_AZIMUTH, REF_ELEVATION, REF_RADIUS, StaticPhase, _views_to, resolve_inputs
 from animate124.render.cameras import Cameras, moving_trajectory, orbit, reference_camera
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
@@ -252,27 +252,13 @@ class DynamicPhase(Phase):
         return images.new_zeros(()), {}
 
     def _regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
-        p = self.pcfg
-        loss = out.rgb.new_zeros((), dtype=torch.float32)
-        stats: dict[str, float] = {}
-        lam_ent = L.ramp_weight(step, int(p.entropy_ramp * self.max_steps), p.lambda_entropy)
-        if lam_ent > 0 and out.sample_weights is not None and out.sample_weights.numel() > 0:
-            ent = L.opacity_entropy(out.sample_weights)
-            loss = loss + lam_ent * ent
-            stats["reg/entropy"] = float(ent)
-        if p.lambda_orient > 0 and out.sample_normals is not None and out.sample_dirs is not None:
-            orient = L.orientation_loss(out.sample_weights, out.sample_normals.float(), out.sample_dirs.float())
-            loss = loss + p.lambda_orient * orient
-            stats["reg/orient"] = float(orient)
-        if out.normals is not None and (p.lambda_normal_tv > 0 or p.lambda_normal_blur > 0):
-            nimg = out.normals.reshape(-1, *out.normals.shape[-3:]).permute(0, 3, 1, 2).float()  # [N, 3, H, W]
-            tv, blur = L.normal_tv_loss(nimg), L.normal_blur_loss(nimg)
-            loss = loss + p.lambda_normal_tv * tv + p.lambda_normal_blur * blur
-            stats.update({"reg/normal_tv": float(tv), "reg/normal_blur": float(blur)})
-        if p.lambda_time_tv > 0:
+        """The static phase's regularisers (same config names: entropy, orientation, normal TV / blur) plus
+        ``lambda_time_tv``·temporal TV of the keyframe tables."""
+        loss, stats = StaticPhase._regularisers(self, step, out)  # type: ignore[arg-type]
+        if self.pcfg.lambda_time_tv > 0:
             ttv = self.field.tv_loss().float()
-            loss = loss + p.lambda_time_tv * ttv
-            stats["reg/time_tv"] = float(ttv)
+            loss = loss + self.pcfg.lambda_time_tv * ttv
+            stats["reg/time_tv"] = float(ttv.detach())
         return loss, stats
 
     # ------------------------------------------------------------------ evaluation
