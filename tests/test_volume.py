@@ -222,18 +222,52 @@ def test_normal_image_uses_detached_weights():
     assert field.normal.grad is not None and field.normal.grad.abs().sum() > 0
 
 
-def test_render_image_matches_render_and_chunks():
+def _conservative_update(r, radius=RADIUS):
+    """Mark every cell the ball touches: the ball dilated by a cell diagonal (2·√3/16 at R = 16)."""
+    grow = radius + 2 * math.sqrt(3) / r.occupancy.resolution
+    r.occupancy.update(lambda x, t: (x.norm(dim=-1) < grow).float() * 100, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("alive_marching,shading,ambient", [
+    (False, "normal", 1.0), (False, "albedo", 1.0), (True, "lambertian", 0.2), (True, "albedo", 1.0)])
+def test_render_image_matches_render_and_chunks(alive_marching, shading, ambient):
     field = SphereField(dynamic=True)
-    r = _renderer(field, slots=2, chunk_rays=7)  # 2·2·5·5 = 100 rays in 15 chunks
+    r = _renderer(field, slots=2, chunk_rays=40)  # 2·2·4·4 = 64 rays in 2 chunks
+    _conservative_update(r)
     times = torch.tensor([0.0, 0.3])
-    cams = Cameras.from_spherical(torch.tensor([0.0, 20.0]), torch.tensor([0.0, 30.0]), 1.8, size=5)
-    full = r.render(cams, times.expand(2, 2), shading="normal", perturb=False)
-    img = r.render_image(cams, times.expand(2, 2), shading="normal")
-    assert img.rgb.shape == (2, 2, 5, 5, 3) and not img.rgb.requires_grad and img.rgb.device.type == "cpu"
+    cams = Cameras.from_spherical(torch.tensor([0.0, 20.0]), torch.tensor([0.0, 30.0]), 1.8, size=4)
+    kw = dict(shading=shading, ambient=ambient, light_dir=torch.tensor([0.3, 1.0, 0.2]))
+    full = r.render(cams, times.expand(2, 2), perturb=False, **kw)
+    img = r.render_image(cams, times.expand(2, 2), alive_marching=alive_marching, **kw)
+    assert img.rgb.shape == (2, 2, 4, 4, 3) and not img.rgb.requires_grad and img.rgb.device.type == "cpu"
     torch.testing.assert_close(img.rgb, full.rgb.detach(), **EXACT)
-    torch.testing.assert_close(img.normals, full.normals.detach(), **EXACT)
+    torch.testing.assert_close(img.opacity, full.opacity.detach(), **EXACT)
     torch.testing.assert_close(img.depth, full.depth.detach(), **EXACT)
+    assert (img.normals is None) == (full.normals is None)
+    if full.normals is not None:
+        torch.testing.assert_close(img.normals, full.normals.detach(), **EXACT)
     assert img.sample_weights is None
+
+
+def test_alive_marching_stops_evaluating_opaque_rays():
+    class Opaque(SphereField):
+        points = 0
+
+        def forward(self, x, t):
+            self.points += x.shape[0]
+            return super().forward(x, t)
+
+    field = Opaque()
+    with torch.no_grad():
+        field.log_sigma.fill_(math.log(200.0))  # T < 1e-4 after ln(1e4)/200 = 0.046 of the 1.0 chord
+    r = _renderer(field)
+    _conservative_update(r)
+    cams = reference_camera(1)  # the centre ray: 92 occupied samples, 13 evaluated until T < 1e-4 (measured)
+    dense = r.render_image(cams, alive_marching=False)
+    all_points, field.points = field.points, 0
+    alive = r.render_image(cams, alive_marching=True)
+    torch.testing.assert_close(alive.rgb, dense.rgb, **EXACT)
+    assert field.points < all_points / 3, (field.points, all_points)
 
 
 def test_occupancy_skipping_keeps_the_image_and_drops_samples():
@@ -241,10 +275,9 @@ def test_occupancy_skipping_keeps_the_image_and_drops_samples():
     r = _renderer(field)
     cams = reference_camera(8)
     dense = r.render(cams, perturb=False)
-    # a conservative density for the update (the ball dilated by a cell diagonal, 2·√3/16) marks every cell the
-    # ball touches; one jittered point per cell of the true ball could miss silhouette cells
-    grow = RADIUS + 2 * math.sqrt(3) / 16
-    r.occupancy.update(lambda x, t: (x.norm(dim=-1) < grow).float() * 100, generator=torch.Generator().manual_seed(0))
+    # a conservative update marks every cell the ball touches; one jittered point per cell of the true ball could
+    # miss silhouette cells
+    _conservative_update(r)
     assert r.occupancy.occupancy_ratio() < 0.2
     sparse = r.render(cams, perturb=False)
     assert sparse.sample_weights.shape[0] < dense.sample_weights.shape[0] / 2
