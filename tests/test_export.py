@@ -150,3 +150,42 @@ def test_cli_without_checkpoint_exits_2(tmp_path):
     assert res.returncode == 2, res.stderr
     assert "no checkpoint" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "outputs").exists()  # Hydra wrote nothing
+
+
+def _fake_run(run_dir, phase="fit", complete=True, keyframes=4):
+    """A run directory with one checkpoint of a freshly built small field (what the training loop writes)."""
+    from dataclasses import asdict
+
+    from animate124.config.schema import FieldConfig, RenderConfig
+    from animate124.fields import build_field
+    from animate124.io.checkpoint import merge_states, save_checkpoint
+    from animate124.io.run_dir import phase_dirs, write_json_atomic
+    from animate124.render.occupancy import OccupancyGrid
+
+    fcfg = FieldConfig(encoding="hash", num_levels=4, log2_table_size=10, max_resolution=64, keyframes=keyframes)
+    rcfg = RenderConfig(grid_resolution=16, max_steps=64)
+    field = build_field(fcfg, dynamic=phase != "static")
+    occ = OccupancyGrid(16, 1 if phase == "static" else 4, fcfg.bound)
+    config = {"field": asdict(fcfg), "render": asdict(rcfg), "phase": {"kind": phase}}
+    dirs = phase_dirs(run_dir, phase)
+    save_checkpoint(dirs.checkpoints, 3, merge_states({"field": field, "occupancy": occ}), None, {"config": config})
+    write_json_atomic(dirs.report, {"complete": complete})
+    return field
+
+
+def test_load_scene_picks_latest_finished_phase_and_exports(tmp_path):
+    from animate124.exporting.scene import load_scene
+
+    run = tmp_path / "run"
+    _fake_run(run, "fit")
+    dyn = _fake_run(run, "dynamic", keyframes=2)
+    _fake_run(run, "refine", complete=False)  # unfinished: not picked while a finished phase exists
+    scene = load_scene(run)
+    assert scene.phase == "dynamic" and scene.occupancy.time_slots == 4
+    x, t = torch.rand(5, 3) * 2 - 1, torch.rand(5)
+    torch.testing.assert_close(scene.field(x, t).density, dyn(x, t).density)  # the saved weights were loaded
+    assert load_scene(run, "fit").phase == "fit"
+    cfg = ExportConfig(run_dir=str(run), frames=2, size=8, out=str(tmp_path / "v.gif"), contact_sheet=False,
+                       progress=False, device="cpu")
+    [gif] = export(cfg)
+    assert read_frames(gif).shape[1:] == (8, 8, 3)
