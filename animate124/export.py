@@ -7,7 +7,8 @@ Examples::
     python -m animate124.export run_dir=outputs/cat path=fixed 'camera.views=[[0,0],[0,90]]' frames=64 fps=8
     python -m animate124.export run_dir=outputs/cat path=keys.json out=frames/     # keyframe file → PNG frames
     python -m animate124.export run_dir=outputs/fit cameras=data/transforms_test.json out=renders/   # D-NeRF file
-    python -m animate124.export run_dir=outputs/cat 'instances=[{translation:[0,-0.6,0]},{translation:[0,0.6,0],time_offset:0.5}]'
+    python -m animate124.export run_dir=outputs/cat \
+        'instances=[{translation:[0,-0.6,0]},{translation:[0,0.6,0],time_offset:0.5}]'     # two copies, ½ cycle apart
 
 Outputs: the rgb video/frames at ``out``, optionally ``<out>_depth`` / ``<out>_alpha`` and ``<out>_sheet.png``
 (contact sheet: sheet_views azimuths × sheet_times times). Config schema: ``animate124/config/export.py``.
@@ -56,7 +57,8 @@ def image_size(cfg: ExportConfig) -> tuple[int, int]:
 def build_paths(cfg: ExportConfig) -> list[tuple[str, CameraPath]]:
     """The (name, path) pairs of ``cfg.path`` (several only for ``fixed`` with several views)."""
     size, n, cam = image_size(cfg), cfg.frames, cfg.camera
-    times = time_schedule(n, cfg.time.start, cfg.time.end, str(getattr(cfg.time.loop, "value", cfg.time.loop)), cfg.time.speed)
+    loop = str(getattr(cfg.time.loop, "value", cfg.time.loop))
+    times = time_schedule(n, cfg.time.start, cfg.time.end, loop, cfg.time.speed)
     orbit_kw = dict(elevation=cam.elevation, radius=cam.radius, turns=cam.turns, start_azimuth=cam.start_azimuth,
                     fovy_deg=cam.fovy, size=size)
     if cfg.path == "orbit":

@@ -145,7 +145,8 @@ def test_pick_phase_errors(tmp_path):
 
 def test_cli_without_checkpoint_exits_2(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    res = subprocess.run([sys.executable, "-m", "animate124.export", f"run_dir={tmp_path}"], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "animate124.export", f"run_dir={tmp_path}"], check=False,
+                         capture_output=True,
                          text=True, env=env, cwd=tmp_path, timeout=120)
     assert res.returncode == 2, res.stderr
     assert "no checkpoint" in res.stderr and "Traceback" not in res.stderr

@@ -128,8 +128,8 @@ def test_evaluate_run_writes_metrics_json(tmp_path, tiny_clip):
     rgba = np.zeros((32, 32, 4), dtype=np.uint8)
     rgba[8:24, 8:24] = [230, 30, 30, 255]
     Image.fromarray(rgba).save(ref)
-    scene = Scene(toy_field(), full_occupancy(), fast_render_cfg(max_steps=48), {"prompt": "a red blob", "image": str(ref)},
-                  "fit", {}, Path("ckpt"))
+    inputs = {"prompt": "a red blob", "image": str(ref)}
+    scene = Scene(toy_field(), full_occupancy(), fast_render_cfg(max_steps=48), inputs, "fit", {}, Path("ckpt"))
     cfg = MetricsConfig(run_dir=str(tmp_path), models=ModelsConfig(kind="tiny"), views=2, frames=3, resolution=16,
                         captions_file=str(bench / "benchmark.json"), lpips=LpipsConfig(trunk_weights=None,
                                                                                            head_weights=None),

@@ -97,7 +97,8 @@ class ExportConfig:
     cameras: Optional[str] = None
     """A D-NeRF-style camera file: render every frame in file order to ``out``/000.png, ... (white background)."""
     out: Optional[str] = None
-    """FILE.mp4 | FILE.gif | DIR (PNG frames). Default: <run_dir>/videos/<path>.mp4 (cameras=: <run_dir>/renders/<stem>)."""
+    """FILE.mp4 | FILE.gif | DIR (PNG frames); default <run_dir>/videos/<path>.mp4 (cameras=: <run_dir>/renders/<stem>)
+    (the folder's frames are 000.png, 001.png, ...)."""
     frames: int = 60
     """Frames per video (per view for path=fixed). Ignored by D-NeRF camera files (one frame per camera)."""
     fps: float = 24.0

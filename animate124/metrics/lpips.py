@@ -111,7 +111,7 @@ def _read_state(path: Path) -> dict[str, Tensor]:
         return load_file(str(path))
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
-        raise MissingWeightsError(f"LPIPS weight file {path} does not hold a state dict; use the torchvision / lpips file")
+        raise MissingWeightsError(f"LPIPS weight file {path} is not a state dict; use the torchvision/lpips file")
     return state
 
 

@@ -105,7 +105,8 @@ class Instance(nn.Module):
     @classmethod
     def from_config(cls, field: nn.Module, occupancy: OccupancyGrid, spec: Any) -> Instance:
         """From an ``InstanceConfig`` (rotation as Euler degrees)."""
-        return cls(field, occupancy, euler_to_matrix(spec.rotation), torch.tensor(spec.translation, dtype=torch.float32),
+        trans = torch.tensor(spec.translation, dtype=torch.float32)
+        return cls(field, occupancy, euler_to_matrix(spec.rotation), trans,
                    spec.scale, spec.time_offset, spec.time_speed, getattr(spec.time_wrap, "value", spec.time_wrap))
 
     @property
@@ -186,7 +187,8 @@ class InstancesRenderer(nn.Module):
             RenderOutput with rgb [N, 3], opacity [N, 1], depth [N, 1] (world distance Σ w·t_w), sample_weights [M].
         """
         if shading not in ("albedo", "lambertian", "textureless") or (shading != "albedo" and ambient < 1.0):
-            raise ConfigError(f"instances render without normals: use shading=albedo (got {shading}, ambient {ambient})")
+            raise ConfigError(f"instances render without normals: use shading=albedo (got {shading}, "
+                              f"ambient={ambient})")
         n, dev = rays_o.shape[0], rays_o.device
         parts = [self._march(inst, rays_o, rays_d, times, perturb) for inst in self.instances]
         ids = torch.cat([p[0] for p in parts])

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor
 
 from animate124.errors import InputError
+from animate124.io.run_dir import read_json
 from animate124.render.cameras import Cameras, spherical_to_c2w
 
 REF_ELEVATION, REF_AZIMUTH, REF_RADIUS, REF_FOVY = 0.0, 0.0, 1.8, 40.0
@@ -207,7 +207,8 @@ def catmull_rom(values: Tensor, knots: Tensor, query: Tensor) -> Tensor:
     p0 = values[(seg - 1).clamp_min(0)]
     p1, p2 = values[seg], values[seg + 1]
     p3 = values[(seg + 2).clamp_max(k - 1)]
-    return 0.5 * (2 * p1 + (-p0 + p2) * s + (2 * p0 - 5 * p1 + 4 * p2 - p3) * s**2 + (-p0 + 3 * p1 - 3 * p2 + p3) * s**3)
+    a, b, c = -p0 + p2, 2 * p0 - 5 * p1 + 4 * p2 - p3, -p0 + 3 * p1 - 3 * p2 + p3
+    return 0.5 * (2 * p1 + a * s + b * s**2 + c * s**3)
 
 
 def matrix_to_quaternion(rot: Tensor) -> Tensor:
@@ -265,7 +266,9 @@ def _keyframe_knots(keys: list[dict[str, Any]], source: str) -> Tensor:
         return knots
     if any("t" in k for k in keys):
         raise InputError(f"{source}: give 't' for every keyframe or for none; fix the camera-path file")
-    return torch.linspace(0.0, 1.0, len(keys), dtype=torch.float64) if len(keys) > 1 else torch.zeros(1, dtype=torch.float64)
+    if len(keys) == 1:
+        return torch.zeros(1, dtype=torch.float64)
+    return torch.linspace(0.0, 1.0, len(keys), dtype=torch.float64)
 
 
 def keyframe_path(
@@ -371,17 +374,8 @@ def dnerf_path(spec: dict[str, Any], size: int | Sequence[int] | None, source: s
 
 
 def read_path_file(path: str | Path) -> dict[str, Any]:
-    """Parse a camera-path JSON file (InputError naming the file when missing or invalid)."""
-    path = Path(path)
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise InputError(f"camera-path file {path} not found; check path=/cameras=") from exc
-    except (OSError, ValueError) as exc:
-        raise InputError(f"camera-path file {path} is not valid JSON ({exc}); fix the file") from exc
-    if not isinstance(spec, dict):
-        raise InputError(f"camera-path file {path} must hold a JSON object with 'keyframes' or 'frames'")
-    return spec
+    """Parse a camera-path JSON object file (InputError naming the file when missing, invalid or not an object)."""
+    return read_json(path)
 
 
 def is_dnerf_spec(spec: dict[str, Any]) -> bool:
