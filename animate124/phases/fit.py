@@ -1,0 +1,154 @@
+"""``phase=fit``: supervised 4D reconstruction of a D-NeRF-layout dataset (the representation's yardstick).
+
+Each step draws ``batch_rays`` random pixels of random training frames. Every ray is composited on a random
+background colour with the ground-truth alpha (gt·α + bg·(1−α)) and rendered on the same colour: with a fixed white
+background the field can explain white pixels by white haze anywhere, which hides the object in novel views.
+The end-of-phase evaluation renders the test split on white and reports its mean PSNR (``metrics.test_psnr``).
+
+Example:
+    python -m animate124.run phase=fit data.path=outputs/blobs/data field=small render=fast
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from animate124.data.dnerf import DNeRFSplit, load_dnerf
+from animate124.errors import InputError
+from animate124.fields import build_field
+from animate124.phases.base import Phase, StepOutput
+from animate124.render.cameras import Cameras
+from animate124.render.occupancy import OccupancyGrid
+from animate124.render.volume import VolumeRenderer
+
+log = logging.getLogger(__name__)
+
+
+def psnr(pred: Tensor, target: Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) of images in [0, 1]: −10·log10(MSE)."""
+    mse = float(F.mse_loss(pred.float(), target.float()))
+    return -10.0 * math.log10(max(mse, 1e-12))
+
+
+def pixel_rays(split: DNeRFSplit, frame: Tensor, pixel: Tensor) -> tuple[Tensor, Tensor]:
+    """Rays through pixel centres of the given frames (same convention as ``render.cameras.get_rays``).
+
+    Args:
+        split: The dataset split.
+        frame: [N] frame indices.
+        pixel: [N] flat pixel indices row·W + col.
+
+    Returns:
+        origins [N, 3], unit directions [N, 3].
+    """
+    w, h, focal = split.width, split.height, split.focal
+    row, col = (pixel // w).float(), (pixel % w).float()
+    cam = torch.stack([(col + 0.5 - 0.5 * w) / focal, -(row + 0.5 - 0.5 * h) / focal, -torch.ones_like(col)], -1)
+    c2w = split.c2w[frame]
+    dirs = torch.einsum("nij,nj->ni", c2w[:, :3, :3], cam)
+    return c2w[:, :3, 3], dirs / dirs.norm(dim=-1, keepdim=True)
+
+
+class FitPhase(Phase):
+    """Fit the dynamic field to multi-view video with an MSE loss on random-background rays."""
+
+    name = "fit"
+
+    def build(self) -> None:
+        cfg, p = self.cfg, self.pcfg
+        if not cfg.data.path:
+            raise InputError("phase=fit needs a dataset: pass data.path=DIR (a D-NeRF folder; make one with "
+                             "python -m animate124.data.synthetic out=DIR)")
+        if p.batch_rays < 1:
+            raise InputError(f"phase.batch_rays must be >= 1 (got {p.batch_rays})")
+        self.train_data = load_dnerf(cfg.data.path, "train", cfg.data.downscale, cfg.data.scale)
+        self.test_data = load_dnerf(cfg.data.path, "test", cfg.data.downscale, cfg.data.scale)
+        self.field = build_field(cfg.field, dynamic=True).to(self.device)
+        self.occupancy = OccupancyGrid(
+            resolution=cfg.render.grid_resolution, time_slots=p.time_slots, bound=cfg.field.bound,
+            decay=cfg.render.occupancy_decay,
+            density_thresh=cfg.render.density_thresh if p.occupancy_thresh is None else p.occupancy_thresh,
+            update_fraction=cfg.render.update_fraction,
+        ).to(self.device)
+        self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render)
+        self.optimizer = torch.optim.Adam(self.field.param_groups(p.optim.lr, p.optim.grid_lr_scale),
+                                          betas=tuple(p.optim.betas), eps=p.optim.eps)
+        self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        log.info("fit: %d train / %d test frames of %dx%d from %s", len(self.train_data), len(self.test_data),
+                 self.train_data.height, self.train_data.width, cfg.data.path)
+
+    def _lr_factor(self, step: int) -> float:
+        """Exponential decay from 1 to ``lr_final_ratio`` over the phase."""
+        ratio = float(self.pcfg.lr_final_ratio)
+        return ratio ** (min(step, self.max_steps) / max(1, self.max_steps))
+
+    def train_step(self, step: int) -> StepOutput:
+        data, p, dev = self.train_data, self.pcfg, self.device
+        factor = self._lr_factor(step)
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs):
+            group["lr"] = base * factor
+        n_pix = data.height * data.width
+        flat = torch.randint(len(data) * n_pix, (p.batch_rays,))
+        frame, pixel = flat // n_pix, flat % n_pix
+        rays_o, rays_d = pixel_rays(data, frame, pixel)
+        bg = torch.rand(p.batch_rays, 3) if p.random_background else torch.ones(p.batch_rays, 3)
+        target = data.composite(bg, flat)
+        out = self.renderer.render_rays(rays_o.to(dev), rays_d.to(dev), data.times[frame].to(dev), bg.to(dev),
+                                        perturb=True)
+        loss = F.mse_loss(out.rgb.float(), target.to(dev))
+        return StepOutput(loss, {"psnr": -10.0 * math.log10(max(float(loss.detach()), 1e-12)),
+                                 "samples_per_ray": out.sample_weights.numel() / p.batch_rays})
+
+    # ------------------------------------------------------------------ evaluation
+    def _test_frames(self, limit: int | None) -> list[int]:
+        n = len(self.test_data)
+        if limit is None or limit >= n:
+            return list(range(n))
+        return np.linspace(0, n - 1, max(1, limit)).round().astype(int).tolist()
+
+    def _render_test(self, frames: list[int]) -> tuple[Tensor, Tensor]:
+        """Render test frames on white at ``eval_size`` (or the dataset size): predictions and targets [n,H,W,3]."""
+        data, size = self.test_data, self.pcfg.eval_size
+        idx = torch.tensor(frames)
+        cams = Cameras(data.c2w[idx], torch.full((len(frames),), data.fovy), data.height, data.width)
+        target = data.images[idx]
+        if size is not None and size != data.height:
+            cams = cams.resized(size, round(size * data.width / data.height))
+            target = F.interpolate(target.permute(0, 3, 1, 2), size=(cams.height, cams.width), mode="area")
+            target = target.permute(0, 2, 3, 1)
+        self.field.eval()
+        preds = [self.renderer.render_image(cams[k], data.times[idx[k : k + 1]].to(self.device)[:, None],
+                                            background=torch.ones(3, device=self.device)).rgb[0, 0]
+                 for k in range(len(frames))]
+        self.field.train()
+        return torch.stack(preds).clamp(0, 1).cpu(), target
+
+    def validate(self, step: int) -> dict[str, float]:
+        pred, target = self._render_test(self._test_frames(self.pcfg.val_max_frames))
+        value = psnr(pred, target)
+        log.info("fit: step %d test PSNR %.2f dB (%d frames)", step, value, pred.shape[0])
+        return {"test_psnr": value}
+
+    def final(self, step: int) -> dict[str, Any]:
+        frames = self._test_frames(self.pcfg.eval_max_frames)
+        pred, target = self._render_test(frames)
+        per_frame = [psnr(pred[k], target[k]) for k in range(len(frames))]
+        self.dirs.val.mkdir(parents=True, exist_ok=True)
+        for k in range(min(len(frames), self.pcfg.save_val_images)):
+            pair = torch.cat([target[k], pred[k]], dim=1)  # ground truth | prediction
+            iio.imwrite(self.dirs.val / f"test_{frames[k]:03d}.png", (pair.numpy() * 255 + 0.5).astype(np.uint8))
+        metrics = {"test_psnr": psnr(pred, target), "test_psnr_mean_of_frames": float(np.mean(per_frame)),
+                   "test_frames": len(frames), "occupancy_ratio": self.occupancy.occupancy_ratio()}
+        log.info("fit: final test PSNR %.2f dB over %d frames", metrics["test_psnr"], len(frames))
+        return metrics
+
+
+PHASE = FitPhase

@@ -1,0 +1,124 @@
+"""``python -m animate124.run [overrides]``: compose the Hydra config, convert it once, run the phase.
+
+Errors meant for the user (:class:`~animate124.errors.Animate124Error`, Hydra composition errors such as a typo'd key,
+a wrong type or an unknown group option) print ONE line ``error: <message>`` on stderr and exit with code 2; a full
+traceback only with ``debug=true``. Ctrl-C saves a checkpoint and exits 130; re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import animate124.config.store  # noqa: F401  (registers the schemas before Hydra composes)
+from animate124.errors import Animate124Error
+
+log = logging.getLogger("animate124.run")
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Exit(Exception):
+    """Carries an exit code out of the Hydra task function (Hydra must not print it)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def one_line(exc: BaseException) -> str:
+    """A one-line message of ``exc`` and its causes: the first line of each message, joined with '; '."""
+    parts: list[str] = []
+    seen = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        first = next((ln.strip() for ln in str(cur).splitlines() if ln.strip()), type(cur).__name__)
+        if first not in parts:
+            parts.append(first)
+        cur = cur.__cause__
+    return "; ".join(parts)
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    return any(a.lstrip("+").lower() in ("debug=true", "debug=1", "debug=yes") for a in argv)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
+    """Convert the composed config and run the phase in Hydra's run dir."""
+    from animate124.io.run_dir import save_inputs
+    from animate124.phases import run_phase
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    obj = OmegaConf.to_object(cfg)
+    if obj.image or obj.prompt or obj.static_prompt or obj.case.name:
+        save_inputs(run_dir, image=obj.image, prompt=obj.prompt, static_prompt=obj.static_prompt, case=obj.case.name)
+    report = run_phase(obj, run_dir)
+    metrics = report.get("metrics", {}) if isinstance(report, dict) else {}
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+    print(f"{obj.phase.kind.value} done: {run_dir}" + (f" ({shown})" if shown else ""))
+    return report
+
+
+@hydra.main(config_path="pkg://animate124.configs", config_name="run", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    debug = bool(cfg.get("debug", False))
+    try:
+        _run(cfg)
+    except Animate124Error as exc:
+        if debug:
+            traceback.print_exc()
+        prefix = "" if getattr(exc, "exit_code", EXIT_USER_ERROR) == EXIT_INTERRUPTED else "error: "
+        print(f"{prefix}{one_line(exc)}", file=sys.stderr)
+        raise _Exit(getattr(exc, "exit_code", EXIT_USER_ERROR)) from None
+    except OmegaConfBaseException as exc:  # e.g. a required value left MISSING, caught by to_object
+        if debug:
+            traceback.print_exc()
+        print(f"error: {one_line(exc)}; check the overrides (python -m animate124.run --cfg job shows the config)",
+              file=sys.stderr)
+        raise _Exit(EXIT_USER_ERROR) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run Hydra and translate user errors into one line + exit code 2. Returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = _debug_requested(argv)
+    # HYDRA_FULL_ERROR makes Hydra re-raise composition errors instead of printing a multi-line report + exit 1,
+    # so they can be shown as one line here.
+    old_full, old_argv = os.environ.get("HYDRA_FULL_ERROR"), sys.argv
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    sys.argv = [old_argv[0] if old_argv else "animate124.run", *argv]
+    try:
+        _hydra_main()
+    except _Exit as exc:
+        return exc.code
+    except (HydraException, OmegaConfBaseException) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {one_line(exc)}; check the override (python -m animate124.run --help lists groups and keys)",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    except SystemExit as exc:  # --help, --cfg, or Hydra's own argument errors
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USER_ERROR)
+        return EXIT_USER_ERROR if code == 1 else code
+    finally:
+        sys.argv = old_argv
+        if old_full is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = old_full
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
