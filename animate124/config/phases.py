@@ -79,6 +79,10 @@ class FitPhaseConfig(TrainLoopConfig):
     """Test frames saved to val/ as ground truth | prediction PNGs at the end."""
     lr_final_ratio: float = 0.1
     """The learning rate decays exponentially to lr·lr_final_ratio at max_steps (1.0 = constant)."""
+    occupancy_thresh: Optional[float] = 1.0
+    """Occupancy threshold min(mean σ, this) for fit, overriding render.density_thresh (None = use render's). Low, so
+    that cells start occupied (σ ≈ 1 at init) and empty only once the data pushes them to σ ≈ 0; render's 10 would
+    cut the grid to the initial density blob and the field could never grow into the rest of the scene."""
 
 
 @dataclass

@@ -151,6 +151,8 @@ class DataConfig:
     """Integer image downscale factor applied at load time."""
     white_background: bool = True
     """Composite RGBA images on white for evaluation."""
+    scale: float = 1.0
+    """Camera positions are multiplied by this, to bring a scene into the [-bound, bound]³ box."""
 
 
 @dataclass
