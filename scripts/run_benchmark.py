@@ -8,7 +8,8 @@
 
 Steps (each a Hydra multirun, so one case = one job, with whatever launcher ``launcher=`` names — basic by default,
 joblib for several GPUs of one machine, submitit_slurm for a cluster; the launcher plugin must be installed):
-1. ``python -m animate124.run -m case.name=a,b case.root=BENCH models=M run_dir=OUT/runs/${case.name} <pipeline>``
+1. ``python -m animate124.run -m case.name=a,b case.root=BENCH models=M run_dir=OUT/runs/${case.name}
+   hydra.sweep.dir=OUT/runs hydra.sweep.subdir=${case.name} <pipeline>``
 2. ``python -m animate124.metrics -m run_dir=OUT/runs/a,OUT/runs/b models=M captions_file=BENCH/benchmark.json
    <metrics>`` (cases whose run has no checkpoint are skipped and reported as failed)
 3. ``OUT/results.md`` + ``OUT/results.json`` (per case and mean) and ``OUT/results.png`` (one bar panel per metric).
@@ -77,7 +78,8 @@ def pipeline_command(opts: dict[str, Any], names: list[str], out: Path) -> list[
     cmd = [sys.executable, "-m", "animate124.run", "-m", "case.name=" + ",".join(names),
            f"case.root={_quote(str(Path(opts['benchmark']).resolve()))}", f"models={opts['models']}",
            "run_dir=" + str(out.resolve() / "runs") + "/${case.name}",
-           f"hydra.sweep.dir={_quote(str(out.resolve() / 'multirun' / 'pipeline'))}"]
+           # in a multirun the job's output dir is sweep.dir/sweep.subdir: make it the case's run_dir as well
+           f"hydra.sweep.dir={_quote(str(out.resolve() / 'runs'))}", "hydra.sweep.subdir=${case.name}"]
     if opts["launcher"]:
         cmd.append(f"hydra/launcher={opts['launcher']}")
     return cmd + shlex.split(opts["pipeline"])

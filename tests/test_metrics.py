@@ -146,3 +146,19 @@ def test_evaluate_run_writes_metrics_json(tmp_path, tiny_clip):
     assert saved["protocol"]["clip_model"] == "openai/clip-vit-large-patch14"
     assert saved["protocol"]["n_captions"] == 3 and saved["protocol"]["views"] == 2
     assert saved["caption"] == "a red blob"
+
+
+def test_reference_and_caption_come_from_the_case(tmp_path):
+    from animate124.metrics.report import captions_of, case_image
+
+    bench = tmp_path / "bench"
+    (bench / "a").mkdir(parents=True)
+    (bench / "benchmark.json").write_text(json.dumps([{"name": "a", "caption": "a red blob is dancing"},
+                                                      {"name": "b", "caption": "a green cube"}]))
+    Image.fromarray(np.zeros((8, 8, 4), dtype=np.uint8)).save(bench / "a" / "rgba.png")
+    scene = Scene(toy_field(), full_occupancy(), fast_render_cfg(), {"case": "a"}, "dynamic",
+                  {"case": {"name": "a", "root": str(bench)}}, Path("ckpt"))
+    assert case_image(scene) == str(bench / "a" / "rgba.png")
+    caption, candidates, source = captions_of(MetricsConfig(run_dir=str(tmp_path)), scene)
+    assert caption == "a red blob is dancing" and candidates == ["a red blob is dancing", "a green cube"]
+    assert source == str(bench / "benchmark.json")

@@ -50,6 +50,7 @@ def test_select_cases_and_commands(rb, tmp_path):
     assert cmd[1:5] == ["-m", "animate124.run", "-m", "case.name=a,b"]
     assert "models=tiny" in cmd and "hydra/launcher=joblib" in cmd and cmd[-2:] == ["phase=fit", "seed=1"]
     assert any(c.startswith("run_dir=") and c.endswith("/runs/${case.name}") for c in cmd)
+    assert "hydra.sweep.subdir=${case.name}" in cmd
     mcmd = rb.metrics_command(opts, [tmp_path / "r1", tmp_path / "r2"], tmp_path / "out")
     assert mcmd[1:4] == ["-m", "animate124.metrics", "-m"]
     assert mcmd[4] == f"run_dir='{tmp_path / 'r1'}','{tmp_path / 'r2'}'"

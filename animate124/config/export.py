@@ -182,7 +182,7 @@ class MetricsConfig:
     captions_file: Optional[str] = None
     """benchmark.json with all captions for R-precision (default: <case.root>/benchmark.json of the run)."""
     reference_image: Optional[str] = None
-    """Reference image for CLIP-I (default: the run's input image); RGBA is composited on white."""
+    """Reference image for CLIP-I (default: the run's input image, else its case's rgba.png); RGBA on white."""
     lpips: LpipsConfig = _field(default_factory=LpipsConfig)
     batch_size: int = 16
     """Images per CLIP / LPIPS batch."""

@@ -61,6 +61,18 @@ def _case_root(scene: Scene) -> str | None:
     return case.get("root") if isinstance(case, dict) else None
 
 
+def case_image(scene: Scene) -> str | None:
+    """The reference image of the run's benchmark case (``rgba.png`` when present, else ``image.jpg``), if any."""
+    from animate124.config.schema import CaseConfig
+    from animate124.data.case import load_case
+
+    name, root = scene.inputs.get("case"), _case_root(scene)
+    if not name or not root or not (Path(root) / str(name)).is_dir():
+        return None
+    case = load_case(CaseConfig(name=str(name), root=str(root)))
+    return str(case.image) if case is not None else None
+
+
 def captions_of(cfg: MetricsConfig, scene: Scene) -> tuple[str | None, list[str], str | None]:
     """(caption, all candidate captions for R-precision, name of the captions source)."""
     from animate124.data.case import read_benchmark
@@ -164,7 +176,7 @@ def evaluate_run(cfg: MetricsConfig, scene: Scene | None = None) -> dict[str, An
     device = resolve_device(cfg.device)
     scene = scene if scene is not None else load_scene(cfg.run_dir, cfg.phase, device)
     caption, candidates, captions_source = captions_of(cfg, scene)
-    ref_path = cfg.reference_image or scene.inputs.get("image")
+    ref_path = cfg.reference_image or scene.inputs.get("image") or case_image(scene)
     reference = load_reference(ref_path) if ref_path else None
     clip = C.load_clip(cfg.clip_model, cfg.models, device, cfg.batch_size)
     lpips, lpips_reason = load_lpips(cfg.lpips.net, cfg.lpips.trunk_weights, cfg.lpips.head_weights, device)
