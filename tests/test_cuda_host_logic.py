@@ -8,24 +8,26 @@ Skipped when nvcc is absent.
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import math
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import _kernel_cases as cases
 import pytest
 import torch
+from _host_harness import F32 as _F32
+from _host_harness import (
+    HAVE_NVCC,
+    host_composite,
+    host_composite_backward,
+    host_grid,
+    host_march_infer,
+    host_march_train,
+)
+from _host_harness import I32 as _I32
+from _host_harness import I64 as _I64
+from _host_harness import harness as _harness
+from _host_harness import p as _p
 
 from animate124.ops import _reference as ref
-
-ROOT = Path(__file__).resolve().parents[1]
-HARNESS = ROOT / "cuda_ext" / "testing" / "host_harness.cu"
-INCLUDE = ROOT / "cuda_ext" / "include"
 
 RTOL_COMPOSITE, ATOL_COMPOSITE = 1e-5, 1e-6
 """float32 sums of ≤ 40 terms; the reference's T comes from a global float64 cumsum (≈1e-12 apart)."""
@@ -34,86 +36,7 @@ RTOL_GRAD, ATOL_GRAD = 1e-4, 2e-5
 ATOL_GRID = 2e-6
 """Grid encode: 2^D·2 products of O(1) floats summed in a different order."""
 
-pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc to build the host harness")
-
-_lib: list[ctypes.CDLL] = []
-
-
-def _harness() -> ctypes.CDLL:
-    """Build (once per source hash, cached in TORCH_EXTENSIONS_DIR or the temp dir) and load the harness."""
-    if _lib:
-        return _lib[0]
-    digest = hashlib.sha256()
-    for p in [HARNESS, *sorted(INCLUDE.glob("*.cuh"))]:
-        digest.update(p.read_bytes())
-    cache = Path(os.environ.get("TORCH_EXTENSIONS_DIR", tempfile.gettempdir())) / "a124_host_harness"
-    cache.mkdir(parents=True, exist_ok=True)
-    so = cache / f"harness_{digest.hexdigest()[:16]}.so"
-    if not so.exists():
-        tmp = so.with_suffix(f".{os.getpid()}.tmp")
-        cmd = ["nvcc", "-shared", "-Xcompiler", "-fPIC", "-Xcompiler", "-ffp-contract=off", "-O2", "-std=c++17",
-               "-I", str(INCLUDE), str(HARNESS), "-o", str(tmp)]
-        subprocess.run(cmd, check=True, capture_output=True)
-        tmp.replace(so)
-    _lib.append(ctypes.CDLL(str(so)))
-    return _lib[0]
-
-
-def _p(t: torch.Tensor | None) -> ctypes.c_void_p:
-    if t is None:
-        return ctypes.c_void_p(None)
-    assert t.is_contiguous()
-    return ctypes.c_void_p(t.data_ptr())
-
-
-_I64, _F32, _I32 = ctypes.c_int64, ctypes.c_float, ctypes.c_int
-
-
-def _geom(bound: float, res: int, dt: float, max_steps: int) -> list:
-    scale = torch.tensor(res / (2.0 * bound), dtype=torch.float32).item()
-    return [_F32(bound), _F32(scale), _F32(dt), _I32(res), _I32(max_steps)]
-
-
-# ----------------------------------------------------------------------------------------------- host implementations
-def host_march_train(rays_o, rays_d, nears, fars, bitfield, slots, noise, bound, grid_res, dt, max_steps):
-    lib, n = _harness(), rays_o.shape[0]
-    common = [_p(rays_o), _p(rays_d), _p(nears), _p(fars), _p(bitfield), _I64(bitfield.shape[1]), _p(slots),
-              _p(noise), _I64(n), *_geom(bound, grid_res, dt, max_steps)]
-    counts = torch.zeros(n, dtype=torch.int32)
-    lib.h_march_count(*common, _p(counts))
-    offsets = (torch.cumsum(counts, 0) - counts).to(torch.int32)
-    m = int(counts.sum())
-    xyzs, dirs, ts = torch.zeros(m, 3), torch.zeros(m, 3), torch.zeros(m, 2)
-    rays = torch.zeros(n, 2, dtype=torch.int32)
-    lib.h_march_write(*common, _p(offsets), _p(xyzs), _p(dirs), _p(ts), _p(rays))
-    return xyzs, dirs, ts, rays
-
-
-def host_composite(sigmas, rgbs, ts, rays, t_thresh):
-    n, c = rays.shape[0], rgbs.shape[1]
-    w, ws, depth, image = torch.zeros(sigmas.shape[0]), torch.zeros(n), torch.zeros(n), torch.zeros(n, c)
-    _harness().h_composite_forward(_p(sigmas), _p(rgbs), _p(ts), _p(rays), _I64(n), _I32(c), _F32(t_thresh), _p(w),
-                                   _p(ws), _p(depth), _p(image))
-    return w, ws, depth, image
-
-
-def host_composite_backward(grads, sigmas, rgbs, ts, rays, t_thresh):
-    n, c = rays.shape[0], rgbs.shape[1]
-    gs, gr = torch.zeros_like(sigmas), torch.zeros_like(rgbs)
-    _harness().h_composite_backward(*[_p(g.contiguous()) for g in grads], _p(sigmas), _p(rgbs), _p(ts), _p(rays),
-                                    _I64(n), _I32(c), _F32(t_thresh), _p(gs), _p(gr))
-    return gs, gr
-
-
-def host_grid(forward, x, embeddings, offsets, resolutions, kind, t, payload):
-    k, total, f = embeddings.shape
-    out = torch.zeros(x.shape[0], resolutions.shape[0] * f) if forward else torch.zeros_like(embeddings)
-    rc = _harness().h_grid_encode(_I32(int(forward)), _p(x), _p(t), _p(offsets), _p(resolutions), _I64(x.shape[0]),
-                                  _I32(resolutions.shape[0]), _I32(k), _I64(total), _I32(int(kind == "hash")),
-                                  _I32(x.shape[1]), _I32(f), _p(payload.contiguous()), _p(out))
-    assert rc == 0
-    return out
-
+pytestmark = pytest.mark.skipif(not HAVE_NVCC, reason="needs nvcc to build the host harness")
 
 # --------------------------------------------------------------------------------------------------------- the tests
 def test_morton_and_packbits_match_reference():
@@ -225,13 +148,8 @@ def test_dt_lattice_is_the_documented_one():
 
 
 def _host_march_infer(inp, alive, rays_k, rays_n, n_step, res, max_steps, noise):
-    a = alive.shape[0]
-    xyzs, dirs, ts = torch.zeros(a, n_step, 3), torch.zeros(a, n_step, 3), torch.zeros(a, n_step, 2)
-    _harness().h_march_infer(_p(inp["rays_o"]), _p(inp["rays_d"]), _p(inp["nears"]), _p(inp["fars"]),
-                             _p(inp["bitfield"]), _I64(inp["bitfield"].shape[1]), _p(inp["slots"]), _p(noise),
-                             _p(alive), _I64(a), _I32(n_step), *_geom(1.0, res, cases.DT, max_steps), _p(rays_k),
-                             _p(rays_n), _p(xyzs), _p(dirs), _p(ts))
-    return xyzs, dirs, ts
+    return host_march_infer(inp["rays_o"], inp["rays_d"], inp["nears"], inp["fars"], inp["bitfield"], inp["slots"],
+                            noise, alive, rays_k, rays_n, 1.0, res, cases.DT, n_step, max_steps)
 
 
 @pytest.mark.parametrize("n_step,max_steps,with_noise", [(1, 1024, True), (3, 1024, False), (8, 20, True)])
