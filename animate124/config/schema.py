@@ -121,11 +121,13 @@ class ModelsConfig:
     kind: ModelsKind = ModelsKind.pretrained
     """pretrained | tiny | random."""
     cache_dir: Optional[str] = None
-    """Where tiny random models are saved once (default: ~/.cache/animate124/tiny)."""
+    """Cache root of the tiny random models, saved once to <cache>/tiny/v<N>/<id>/<subfolder> (default:
+    $ANIMATE124_CACHE, else ~/.cache/animate124)."""
     dtype: str = "auto"
     """auto = fp16 on CUDA, fp32 on CPU; or float16 / bfloat16 / float32."""
     local_files_only: bool = False
-    """Never contact the hub (also implied by HF_HUB_OFFLINE=1)."""
+    """Never contact the hub (also implied by HF_HUB_OFFLINE=1); a missing model is then a one-line
+    MissingWeightsError naming the id and the download command."""
 
 
 @dataclass
