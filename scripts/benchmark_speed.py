@@ -211,12 +211,18 @@ def main(argv: list[str] | None = None) -> int:
             pass
     sc = scene(args.rays, res, device)
     results: dict[str, dict[str, float]] = {}
+    errors: dict[str, str] = {}
     for b in backends:
         print(f"[benchmark] {b} ...", flush=True)
-        if b == "nerfacc":
-            results[b] = bench_nerfacc(sc, res, device, args)
-        else:
-            results[b] = {**bench_render(b, sc, res, device, args), **bench_encode(b, device, args)}
+        try:
+            if b == "nerfacc":
+                results[b] = bench_nerfacc(sc, res, device, args)
+            else:
+                results[b] = {**bench_render(b, sc, res, device, args), **bench_encode(b, device, args)}
+        except Exception as exc:  # e.g. nerfacc's own JIT build failing: report it and keep the other columns
+            errors[b] = repr(exc)
+            results[b] = {}
+            print(f"[benchmark] {b} failed: {exc!r}", flush=True)
     rows = sorted({k for r in results.values() for k in r}, key=lambda k: (not k.startswith("march"), k))
     print(f"\ndevice: {torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}"
           f" | torch {torch.__version__} | rays {args.rays}, grid {res}^3, points {args.points}"
@@ -229,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "torch": torch.__version__, "backend_info": _backend.backend_info(), "rays": args.rays,
-                "grid_res": res, "points": args.points, "quick": args.quick}
+                "grid_res": res, "points": args.points, "quick": args.quick, "errors": errors}
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=2)
         print(f"wrote {args.out}")
