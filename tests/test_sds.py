@@ -45,6 +45,9 @@ def test_timestep_sampler_bounds_and_annealing():
     assert a.bounds(0) == (20, 980) and a.bounds(50) == (20, 740) and a.bounds(1000) == (20, 500)
     with pytest.raises(ValueError):
         TimestepSampler(1000, 0.7, 0.6)
+    from animate124.config.guidance import StableDiffusionGuidanceConfig
+
+    assert TimestepSampler.from_config(StableDiffusionGuidanceConfig()).bounds(10**6) == (200, 600)
 
 
 def test_weights_hand_values():

@@ -108,4 +108,4 @@ class StableDiffusionGuidance(GuidanceTerm):
         t = self.sampler.sample(ctx.step, b * f, device=dev)
         res = guided_sds(latents, self.alphas_cumprod, t, predict_eps, self.cfg.cfg_scale, self.cfg.weighting,
                          scale=self.cfg.weight, batch_size=b)
-        return GuidanceOutput(loss=res.loss, stats=res.stats(self.name))
+        return GuidanceOutput(loss=res.loss.to(images.device), stats=res.stats(self.name))

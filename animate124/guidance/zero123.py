@@ -196,4 +196,4 @@ class Zero123Guidance(GuidanceTerm):
                          scale=w, batch_size=b)
         stats = res.stats(self.name)
         stats[f"{self.name}/weight"] = float(w.mean())
-        return GuidanceOutput(loss=res.loss, stats=stats)
+        return GuidanceOutput(loss=res.loss.to(images.device), stats=stats)
