@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import requires_cuda
 from torch import nn
 
 from animate124.config.schema import RenderBackend, RenderConfig
@@ -12,7 +13,6 @@ from animate124.render.nerfacc_backend import render_rays_nerfacc
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
 from animate124.types import FieldOutput
-from conftest import requires_cuda
 
 SIGMA, RADIUS = 20.0, 0.5
 RGB_TOL = 0.02
