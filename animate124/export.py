@@ -10,6 +10,16 @@ Examples::
     python -m animate124.export run_dir=outputs/cat \
         'instances=[{translation:[0,-0.6,0]},{translation:[0,0.6,0],time_offset:0.5}]'     # two copies, ½ cycle apart
 
+Keyframe files (``path=FILE.json``; Catmull-Rom through the keyframes, slerp for ``c2w`` rotations)::
+
+    {"keyframes": [{"elevation": 0, "azimuth": 0, "radius": 1.8, "fov": 40, "time": 0.0},
+                   {"elevation": 20, "azimuth": 180, "time": 0.5, "t": 0.6},
+                   {"elevation": 0, "azimuth": 360, "time": 1.0}]}
+
+(``t``: position in the video in [0, 1], default evenly spaced; ``time``: scene τ, default the time.* schedule;
+``c2w``: a 4×4 / 3×4 OpenGL camera-to-world instead of the spherical values.) A file with ``frames`` is read as a
+D-NeRF transforms file. Frame sizes are never changed (odd sizes are written as H.264 4:4:4).
+
 Outputs: the rgb video/frames at ``out``, optionally ``<out>_depth`` / ``<out>_alpha`` and ``<out>_sheet.png``
 (contact sheet: sheet_views azimuths × sheet_times times). Config schema: ``animate124/config/export.py``.
 """
