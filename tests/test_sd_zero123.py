@@ -8,7 +8,15 @@ import torch
 from animate124.config.guidance import StableDiffusionGuidanceConfig, Zero123GuidanceConfig
 from animate124.config.schema import ModelsConfig, ModelsKind
 from animate124.guidance.stable_diffusion import StableDiffusionGuidance, view_weights
-from animate124.guidance.zero123 import CCProjection, Zero123Guidance, pose_token, view_angle
+from animate124.errors import ConfigError
+from animate124.guidance.zero123 import (
+    CCProjection,
+    CLIPCameraProjection,
+    Zero123Guidance,
+    _projection_builders,
+    pose_token,
+    view_angle,
+)
 from animate124.types import GuidanceContext
 
 ANGLE_TOL = 1e-4  # degrees; acos near 0/180 in fp32
@@ -87,3 +95,18 @@ def test_zero123_term_tiny(tiny_models, tmp_path):
     proj.save_pretrained(tmp_path / "cc_projection")
     again = CCProjection.from_pretrained(str(tmp_path), subfolder="cc_projection")
     torch.testing.assert_close(again.projection.weight, proj.projection.weight)
+
+
+def test_projection_layouts(tmp_path):
+    # both published layouts round-trip through from_pretrained; tiny builders match the tiny image encoder (32 + 4)
+    for sub, cls in (("cc_projection", CCProjection), ("clip_camera_projection", CLIPCameraProjection)):
+        got_cls, tiny, _ = _projection_builders(sub)
+        assert got_cls is cls
+        m = tiny()
+        assert m(torch.zeros(1, 1, 36)).shape == (1, 1, 32)
+        m.save_pretrained(tmp_path / sub)
+        again = cls.from_pretrained(str(tmp_path), subfolder=sub)
+        for a, b in zip(m.state_dict().values(), again.state_dict().values()):
+            assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="projection_subfolder"):
+        _projection_builders("nope")

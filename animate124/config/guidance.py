@@ -75,6 +75,10 @@ class Zero123GuidanceConfig(SDSConfig):
     resolution: int = 256
     angle_scaled: bool = True
     """λ_eff = weight · angle(current, reference)/180 (spec §7.4)."""
+    projection_subfolder: str = "cc_projection"
+    """Folder of the pose projection Linear(772 → 768): ``cc_projection`` (kxic / Zero1to3 diffusers layout, weights
+    ``projection.*``) or ``clip_camera_projection`` (the stable-dreamfusion / threestudio Zero123Pipeline layout,
+    weights ``proj.*``)."""
 
 
 class ViewText(str, Enum):

@@ -1,8 +1,9 @@
 """Zero-1-to-3-XL SDS (spec §7.4): novel-view prior conditioned on the reference image and the relative pose.
 
 Components (diffusers layout, e.g. ``bennyguo/zero123-xl-diffusers``): ``unet`` (8 input channels: noisy latent
-‖ reference latent), ``vae``, ``image_encoder`` (CLIPVisionModelWithProjection), ``cc_projection``
-(:class:`CCProjection`, Linear 772 → 768), ``scheduler``.
+‖ reference latent), ``vae``, ``image_encoder`` (CLIPVisionModelWithProjection), the pose projection Linear
+772 → 768 (``cc_projection`` → :class:`CCProjection`, or ``clip_camera_projection`` → :class:`CLIPCameraProjection`,
+chosen by ``guidance.zero123.projection_subfolder``), ``scheduler``.
 
 Conditioning, computed once from the white-composited reference image (:meth:`Zero123Guidance.set_reference`):
 - CLIP image embedding: bicubic (antialiased) resize to the encoder's size and CLIP mean/std normalisation done
@@ -26,7 +27,7 @@ the camera position vectors (0 at the reference view, λ/2 at 90°, λ at the ba
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 
 from animate124.config.guidance import Zero123GuidanceConfig
 from animate124.config.schema import ModelsConfig
+from animate124.errors import ConfigError
 from animate124.guidance import models as M
 from animate124.guidance.base import GuidanceTerm, check_images, resize_frames, vae_encode
 from animate124.guidance.sds import TimestepSampler, guided_sds
@@ -44,7 +46,6 @@ from animate124.types import GuidanceContext, GuidanceOutput
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 """OpenAI CLIP pixel normalisation (the image processor's defaults)."""
-PROJECTION_SUBFOLDER = "cc_projection"
 
 
 class CCProjection(ModelMixin, ConfigMixin):
@@ -61,6 +62,23 @@ class CCProjection(ModelMixin, ConfigMixin):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.projection(x)
+
+
+class CLIPCameraProjection(ModelMixin, ConfigMixin):
+    """The same projection in the stable-dreamfusion / threestudio ``Zero123Pipeline`` layout
+    (folder ``clip_camera_projection``, config ``embedding_dim`` + ``additional_embeddings``, key ``proj.*``)."""
+
+    @register_to_config
+    def __init__(self, embedding_dim: int = 768, additional_embeddings: int = 4) -> None:
+        super().__init__()
+        self.proj = nn.Linear(embedding_dim + additional_embeddings, embedding_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+PROJECTION_CLASSES = {"cc_projection": CCProjection, "clip_camera_projection": CLIPCameraProjection}
+"""Projection class by folder name (``guidance.zero123.projection_subfolder``)."""
 
 
 def pose_token(delta_elevation: Tensor, delta_azimuth: Tensor, delta_radius: Tensor) -> Tensor:
@@ -92,9 +110,15 @@ def view_angle(elevation: Tensor, azimuth: Tensor, ref_elevation: float = 0.0, r
     return torch.rad2deg(torch.acos(cos))
 
 
-def tiny_cc_projection() -> CCProjection:
-    """Tiny projection matching :func:`models.tiny_image_encoder` (32 + 4 → 32)."""
-    return CCProjection(M.TINY_DIM + 4, M.TINY_DIM)
+def _projection_builders(subfolder: str) -> tuple[type, Any, Any]:
+    """(class, tiny builder, full-size builder) of the pose projection stored in ``subfolder``."""
+    if subfolder not in PROJECTION_CLASSES:
+        raise ConfigError(f"guidance.zero123.projection_subfolder={subfolder!r} is not a known layout; use one of "
+                          f"{', '.join(PROJECTION_CLASSES)}")
+    cls = PROJECTION_CLASSES[subfolder]
+    if cls is CCProjection:
+        return cls, lambda: CCProjection(M.TINY_DIM + 4, M.TINY_DIM), CCProjection
+    return cls, lambda: CLIPCameraProjection(M.TINY_DIM, 4), CLIPCameraProjection
 
 
 def clip_normalize(images: Tensor, size: int) -> Tensor:
@@ -134,7 +158,8 @@ class Zero123Guidance(GuidanceTerm):
         self.vae = one(AutoencoderKL, "vae", M.tiny_vae, M.random_vae)
         self.image_encoder = one(CLIPVisionModelWithProjection, "image_encoder", M.tiny_image_encoder,
                                  M.random_image_encoder)
-        self.cc_projection = one(CCProjection, PROJECTION_SUBFOLDER, tiny_cc_projection, CCProjection)
+        proj_cls, proj_tiny, proj_random = _projection_builders(cfg.projection_subfolder)
+        self.cc_projection = one(proj_cls, cfg.projection_subfolder, proj_tiny, proj_random)
         scheduler = one(DDIMScheduler, "scheduler", M.sd_scheduler)
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.float().to(dev), persistent=False)
         self.sampler = TimestepSampler.from_config(cfg, self.alphas_cumprod.shape[0])
