@@ -54,7 +54,8 @@ def test_sds_against_analytic_denoiser_recovers_view():
             return (_render(field, occ, rcfg, cams, perturb=False)[0] - target).square().mean().item()
 
     err0 = error()
-    ctx = GuidanceContext(step=0, elevation=torch.zeros(1, 1), azimuth=torch.zeros(1, 1), radius=torch.full((1, 1), 1.8))
+    zero = torch.zeros(1, 1)
+    ctx = GuidanceContext(step=0, elevation=zero, azimuth=zero, radius=zero + 1.8)
     for step in range(STEPS):
         if step % 16 == 0:
             occ.update(field.density)

@@ -5,12 +5,12 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from conftest import BENCHMARK, requires_benchmark
 from PIL import Image
 
 from animate124.data.reference import load_reference, pad_to_square, sibling_depth
 from animate124.errors import InputError, MissingWeightsError
 from animate124.preprocess import main as preprocess_main
-from conftest import BENCHMARK, requires_benchmark
 
 EXIF_ORIENTATION = 0x0112
 
@@ -135,7 +135,8 @@ def test_preprocess_with_tiny_dpt(tmp_path):
                     fusion_hidden_size=16, reassemble_factors=[4, 2, 1, 0.5])
     model_dir = tmp_path / "dpt"
     DPTForDepthEstimation(cfg).save_pretrained(model_dir)
-    DPTImageProcessorPil(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(model_dir)
+    proc = DPTImageProcessorPil(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    proc.save_pretrained(model_dir)
     arr = np.random.default_rng(0).integers(0, 255, (30, 40, 4)).astype(np.uint8)
     arr[..., 3] = 0
     arr[5:25, 10:30, 3] = 255

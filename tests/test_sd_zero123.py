@@ -7,8 +7,8 @@ import torch
 
 from animate124.config.guidance import StableDiffusionGuidanceConfig, Zero123GuidanceConfig
 from animate124.config.schema import ModelsConfig, ModelsKind
-from animate124.guidance.stable_diffusion import StableDiffusionGuidance, view_weights
 from animate124.errors import ConfigError
+from animate124.guidance.stable_diffusion import StableDiffusionGuidance, view_weights
 from animate124.guidance.zero123 import (
     CCProjection,
     CLIPCameraProjection,

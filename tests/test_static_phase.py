@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
+from conftest import BENCHMARK, requires_benchmark
 
 from animate124.errors import InputError
 from animate124.phases.static import StaticPhase, default_static_prompt
 from animate124.run import main as run_main
-from conftest import BENCHMARK, requires_benchmark
 
 # Tiny sizes keep one SDS step (render + normals + two tiny UNets) well under a second of CPU.
 FAST = ["models=tiny", "field=small", "render=fast", "render.grid_resolution=32", "render.max_steps=64",

@@ -67,7 +67,8 @@ def _to_rgba(im: Image.Image, mask: Optional[Image.Image], path: Path) -> np.nda
     if mask is not None:
         m = mask.convert("L")
         if m.size != im.size:
-            raise InputError(f"mask size {m.size} differs from image {path} size {im.size}; give a mask of the same size")
+            raise InputError(f"mask size {m.size} differs from image {path} size {im.size}; "
+                             "give a mask of the same size")
         rgba[..., 3] = np.asarray(m, dtype=np.float32) / 255.0
     elif not has_alpha:
         log.warning("%s has no alpha channel and no mask was given: the whole picture is used as the object; "

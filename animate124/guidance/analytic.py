@@ -67,8 +67,8 @@ class AnalyticGuidance(GuidanceTerm):
         self.weighting = Weighting(weighting)
         self.downsample = downsample
         self.register_buffer("encoder", None if encoder is None else encoder.float(), persistent=False)
-        self.register_buffer("alphas_cumprod", sd_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod.float(),
-                             persistent=False)
+        acp = sd_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod.float()
+        self.register_buffer("alphas_cumprod", acp, persistent=False)
         self.register_buffer("target", target.float(), persistent=False)
         self.sampler = TimestepSampler(self.alphas_cumprod.shape[0], t_min, t_max)
 

@@ -71,7 +71,8 @@ def vae_encode(vae: nn.Module, images: Tensor, sample: bool = True, scale: bool 
         vae: diffusers ``AutoencoderKL``.
         images: [N, 3, H, W] in [0, 1] (mapped to [-1, 1] here).
         sample: posterior sample (True, the original's SDS input) or mode.
-        scale: multiply by ``vae.config.scaling_factor`` (True for diffusion inputs; Zero123's concat latent is unscaled).
+        scale: multiply by ``vae.config.scaling_factor`` (True for diffusion inputs; Zero123's concat latent is
+            unscaled).
         generator: RNG of the posterior sample.
 
     Returns:

@@ -129,7 +129,7 @@ def _expand(w: Tensor, like: Tensor) -> Tensor:
 
 
 def add_noise(latents: Tensor, noise: Tensor, alphas_cumprod: Tensor, t: Tensor) -> Tensor:
-    """``z_t = √ᾱ_t·z + √(1−ᾱ_t)·ε`` (fp32 math, result in ``latents.dtype``). ``t`` is [B] with B = latents.shape[0]."""
+    """``z_t = √ᾱ_t·z + √(1−ᾱ_t)·ε`` (fp32 math, result in ``latents.dtype``); ``t`` is [B], B = latents.shape[0]."""
     a = _expand(alphas_cumprod.to(device=latents.device, dtype=torch.float32)[t.long()], latents)
     return (a.sqrt() * latents.float() + (1.0 - a).sqrt() * noise.float()).to(latents.dtype)
 

@@ -190,7 +190,7 @@ class Zero123Guidance(GuidanceTerm):
 
     def weights(self, ctx: GuidanceContext, n: int) -> Tensor:
         """[n] λ_eff (angle-scaled when enabled) of the first frame of each clip."""
-        b, f = ctx.elevation.shape[0], n // ctx.elevation.shape[0]
+        f = n // ctx.elevation.shape[0]
         if not self.cfg.angle_scaled:
             return torch.full((n,), float(self.cfg.weight), device=self.device)
         ang = view_angle(ctx.elevation[:, 0], ctx.azimuth[:, 0], ctx.ref_elevation, ctx.ref_azimuth)

@@ -59,7 +59,7 @@ REF_ELEVATION, REF_AZIMUTH, REF_RADIUS = 0.0, 0.0, 1.8
 
 
 def default_static_prompt(prompt: str) -> str:
-    """``"a high-resolution DSLR image of " + <caption up to its subject>`` ("a panda is dancing" → "... of a panda")."""
+    """``"a high-resolution DSLR image of " + <caption up to its subject>`` ("a panda is dancing" → "…of a panda")."""
     return STATIC_PREFIX + subject_phrase(prompt, find_subject(prompt))
 
 
