@@ -88,3 +88,14 @@ def test_static_benchmark_image_quirks(tmp_path, case):
     assert code == 0
     report = json.loads((run_dir / "static" / "report.json").read_text())
     assert report["complete"] and "ref/depth" in report["last_train_stats"]
+
+
+@requires_benchmark
+def test_static_without_weights_is_a_one_line_error(tmp_path, capsys):
+    # models=pretrained offline (conftest sets HF_HUB_OFFLINE=1): exit code 2 and one line naming the id + the fix
+    code = run_main(["phase=static", f"image={BENCHMARK / 'panda-dance' / 'rgba.png'}", "prompt=a panda",
+                     f"run_dir={tmp_path / 'r'}", "guidance.sd.model=nobody/no-such-sd-a124", "field=small",
+                     "render=fast", "phase.progress=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "nobody/no-such-sd-a124" in err[0] and "huggingface-cli download" in err[0]
