@@ -89,6 +89,11 @@ class ReferenceViews:
     alpha: Tensor
     """[1, S, S] the resized alpha."""
 
+    def to(self, device: Union[str, torch.device]) -> "ReferenceViews":
+        """The same views on ``device``."""
+        return ReferenceViews(rgb=self.rgb.to(device), mask=self.mask.to(device), alpha=self.alpha.to(device),
+                              depth=self.depth.to(device) if self.depth is not None else None)
+
 
 @dataclass
 class ReferenceImage:

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from animate124 import losses as L
 from animate124.data.case import STATIC_PREFIX, apply_case, find_subject, load_case, subject_phrase
-from animate124.data.reference import ReferenceViews, load_reference, sibling_depth
+from animate124.data.reference import ReferenceImage, ReferenceViews, load_reference, sibling_depth
 from animate124.errors import InputError
 from animate124.fields import build_field
 from animate124.guidance.base import GuidanceTerm
@@ -90,18 +90,28 @@ class StaticPhase(Phase):
     name = "static"
 
     # ------------------------------------------------------------------ build
-    def build(self) -> None:
+    def build_scene(self, dynamic: bool) -> ReferenceImage:
+        """Inputs, reference views at ``ref_size``, field, occupancy (``time_slots``), renderer and Adam optimizer.
+
+        Shared by the generation phases (the dynamic phase subclasses this one). Returns the full-resolution
+        reference image (for guidance conditioning at other sizes).
+        """
         cfg, p, dev = self.cfg, self.pcfg, self.device
         self.inputs = resolve_inputs(cfg, self.run_dir)
         ref = load_reference(self.inputs["image"], depth=self.inputs["depth"])
-        self.ref = _views_to(ref.at(p.ref_size), dev)
-        self.field = build_field(cfg.field, dynamic=False).to(dev)
+        self.ref = ref.at(p.ref_size).to(dev)
+        self.field = build_field(cfg.field, dynamic=dynamic).to(dev)
         self.occupancy = OccupancyGrid(cfg.render.grid_resolution, p.time_slots, cfg.field.bound,
                                        cfg.render.occupancy_decay, cfg.render.density_thresh,
                                        cfg.render.update_fraction).to(dev)
         self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render)
         self.optimizer = torch.optim.Adam(self.field.param_groups(p.optim.lr, p.optim.grid_lr_scale),
                                           betas=tuple(p.optim.betas), eps=p.optim.eps)
+        return ref
+
+    def build(self) -> None:
+        cfg, dev = self.cfg, self.device
+        ref = self.build_scene(dynamic=False)
         self.terms: list[GuidanceTerm] = []
         g = cfg.guidance
         if g.sd.enabled:
@@ -240,8 +250,8 @@ def _f(x: Tensor) -> float:
 
 
 def _views_to(v: ReferenceViews, device: torch.device) -> ReferenceViews:
-    return ReferenceViews(rgb=v.rgb.to(device), mask=v.mask.to(device),
-                          depth=v.depth.to(device) if v.depth is not None else None, alpha=v.alpha.to(device))
+    """Kept for callers written before :meth:`ReferenceViews.to`."""
+    return v.to(device)
 
 
 PHASE = StaticPhase
