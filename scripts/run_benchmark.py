@@ -103,6 +103,14 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- aggregation
+def _model_label(protocol: dict[str, Any]) -> str | None:
+    """The CLIP model of a metrics.json protocol, flagged when it was a random stand-in (models=tiny/random)."""
+    name, kind = protocol.get("clip_model"), protocol.get("models")
+    if name is None or kind in (None, "pretrained"):
+        return name
+    return f"{name} (models={kind}: random stand-in)"
+
+
 def aggregate(out: str | Path, names: Sequence[str]) -> dict[str, Any]:
     """Collect ``OUT/runs/<name>/metrics.json`` into per-case rows and a mean row (over cases that have the value).
 
@@ -119,7 +127,7 @@ def aggregate(out: str | Path, names: Sequence[str]) -> dict[str, Any]:
             data = json.loads(path.read_text())
             rows[name] = {k: data.get(k) for k in METRICS} | {"status": "ok"}
             protocol = protocol or data.get("protocol")
-            clip_model = clip_model or (data.get("protocol") or {}).get("clip_model")
+            clip_model = clip_model or _model_label(data.get("protocol") or {})
         else:
             rows[name] = dict.fromkeys(METRICS) | {"status": "failed"}
     mean, count = {}, {}
@@ -160,7 +168,9 @@ def bar_plot(result: dict[str, Any], path: str | Path, panel: tuple[int, int] = 
     draw = ImageDraw.Draw(img)
     for m, key in enumerate(METRICS):
         ox, oy = (m % cols) * pw, (m // cols) * ph
-        draw.text((ox + pad, oy + 4), LABELS[key], fill="black", font=font)
+        # PIL's default bitmap font has no arrows
+        label = LABELS[key].replace("↑", "(higher is better)").replace("↓", "(lower is better)")
+        draw.text((ox + pad, oy + 4), label, fill="black", font=font)
         values = [result["cases"][n][key] for n in names[:-1]] + [result["mean"][key]]
         finite = [abs(v) for v in values if isinstance(v, (int, float))]
         top = max(finite + [1e-9])

@@ -33,7 +33,7 @@ def _metrics(out, name, **values):
     d.mkdir(parents=True)
     data = {k: None for k in ("clip_t", "r_precision", "clip_i", "clip_i_all_views", "temporal_consistency",
                               "lpips_flicker")}
-    data.update(values, protocol={"clip_model": "tiny/clip", "views": 2})
+    data.update(values, protocol={"clip_model": "tiny/clip", "models": "tiny", "views": 2})
     (d / "metrics.json").write_text(json.dumps(data))
 
 
@@ -71,7 +71,7 @@ def test_aggregate_mean_table_and_plot(rb, tmp_path):
     assert result["n_cases"]["clip_t"] == 2 and result["cases"]["c"]["status"] == "failed"
     md = (out / "results.md").read_text()
     assert "| a | 0.3000 | 1.0000 |" in md and "| **mean** | 0.2500 |" in md and "failed" in md
-    assert "tiny/clip" in md
+    assert "tiny/clip (models=tiny: random stand-in)" in md
     assert json.loads((out / "results.json").read_text())["mean"]["clip_t"] == pytest.approx(0.25)
     with Image.open(out / "results.png") as im:
         assert im.size[0] > 100 and im.size[1] > 100
