@@ -186,6 +186,8 @@ def test_load_scene_picks_latest_finished_phase_and_exports(tmp_path):
     x, t = torch.rand(5, 3) * 2 - 1, torch.rand(5)
     torch.testing.assert_close(scene.field(x, t).density, dyn(x, t).density)  # the saved weights were loaded
     assert load_scene(run, "fit").phase == "fit"
+    field, occupancy, render_cfg, inputs = load_scene(run)  # the short form
+    assert occupancy is not None and render_cfg.grid_resolution == 16 and inputs["prompt"] is None
     cfg = ExportConfig(run_dir=str(run), frames=2, size=8, out=str(tmp_path / "v.gif"), contact_sheet=False,
                        progress=False, device="cpu")
     [gif] = export(cfg)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from omegaconf import OmegaConf
@@ -53,6 +53,10 @@ class Scene:
     """The resolved run config stored in the checkpoint."""
     checkpoint: Path
     """The checkpoint directory."""
+
+    def __iter__(self) -> Iterator[Any]:
+        """``field, occupancy, render_cfg, inputs = load_scene(run_dir)`` (the short form)."""
+        return iter((self.field, self.occupancy, self.render_cfg, self.inputs))
 
     def renderer(self, chunk_rays: int | None = None) -> nn.Module:
         """A VolumeRenderer over this scene (``chunk_rays`` overrides render.chunk_rays)."""
