@@ -39,6 +39,15 @@ class BlobField(nn.Module):
     def density(self, x: Tensor, t: Tensor | None = None) -> Tensor:
         return self._blobs(x, t).sum(-1)
 
+    def normals(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+        """Analytic −∇σ/|∇σ|: ∇σ = Σ_k b_k·(−(x − c_k(τ))/r²)."""
+        shift = torch.zeros_like(x)
+        if t is not None:
+            shift[:, 2] = self.motion * t
+        rel = x[:, None, :] - shift[:, None, :] - self.centres[None]  # [N, K, 3]
+        grad = (self._blobs(x, t)[..., None] * (-rel / self.radius**2)).sum(1)
+        return -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
 
 def full_occupancy(slots: int = 4, resolution: int = 16) -> OccupancyGrid:
     """An occupancy grid with every cell occupied (its default bitfield is all ones)."""

@@ -8,6 +8,7 @@ the scale), the samples of all instances are merged per ray and sorted by t_w, a
 (``ops.composite_rays_train``) produces the pixel. So copies occlude each other correctly. (Where two instances
 overlap in space their samples interleave; each keeps its own dt, a first-order approximation of summing densities.)
 
+Shading (lambertian / textureless / normal) uses each instance's field normals rotated into the world.
 Each instance has its own clock: τ_i = wrap(time_offset + time_speed·τ) with wrap loop | pingpong | clamp.
 
 Example:
@@ -29,7 +30,7 @@ from animate124.config.schema import RenderConfig
 from animate124.errors import ConfigError
 from animate124.render.cameras import Cameras, get_rays
 from animate124.render.occupancy import OccupancyGrid
-from animate124.render.volume import sample_ray_indices
+from animate124.render.volume import SHADING_MODES, VolumeRenderer, sample_ray_indices
 from animate124.types import RenderOutput
 
 TIME_WRAPS = ("loop", "pingpong", "clamp")
@@ -55,6 +56,19 @@ def wrap_time(tau: Tensor, mode: str) -> Tensor:
     if mode == "clamp":
         return tau.clamp(0.0, 1.0)
     raise ConfigError(f"instance time_wrap must be one of {', '.join(TIME_WRAPS)} (got {mode!r})")
+
+
+def _shade(shading: str, albedo: Tensor, normals: Tensor, ambient: float, light_dir: Tensor | None, rays_o: Tensor,
+           ids: Tensor) -> Tensor:
+    """Per-sample colour [M, 3] with VolumeRenderer's shading formulas (spec §4.5), world-space normals."""
+    if shading == "albedo":
+        return albedo
+    if shading == "normal":
+        return (normals + 1.0) / 2.0
+    light = rays_o if light_dir is None else light_dir.to(rays_o).expand_as(rays_o)
+    light = light / light.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    lum = ambient + (1.0 - ambient) * (normals * light[ids]).sum(-1, keepdim=True).clamp_min(0.0)
+    return albedo * lum if shading == "lambertian" else lum.expand(-1, 3)
 
 
 class Instance(nn.Module):
@@ -126,8 +140,6 @@ class Instance(nn.Module):
 class InstancesRenderer(nn.Module):
     """Renders a list of instances together (same ``render_rays`` / ``render_image`` API as VolumeRenderer).
 
-    Only shadings that need no normals are supported (albedo; lambertian / textureless with ambient 1).
-
     Args:
         instances: the placed objects.
         cfg: render settings (step count, thresholds, chunking); dt_l = 2√3·bound_i / max_steps in each local frame.
@@ -141,9 +153,10 @@ class InstancesRenderer(nn.Module):
         self.cfg = cfg if cfg is not None else RenderConfig()
         self.register_buffer("_dummy", torch.empty(0), persistent=False)
 
-    def _march(self, inst: Instance, rays_o: Tensor, rays_d: Tensor, times: Tensor | None,
-               perturb: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """(ray ids [M], t_w [M], dt_w [M], σ_w [M], rgb [M, 3]) of one instance's samples."""
+    def _march(self, inst: Instance, rays_o: Tensor, rays_d: Tensor, times: Tensor | None, perturb: bool,
+               need_normals: bool) -> tuple[Tensor, ...]:
+        """(ray ids [M], t_w [M], dt_w [M], σ_w [M], albedo [M, 3], world normals [M, 3]) of one instance's samples
+        (normals are zeros unless ``need_normals``; they are rotated by R, which a uniform scale does not change)."""
         n, dev = rays_o.shape[0], rays_o.device
         o, d = inst.local_rays(rays_o, rays_d)
         occ = inst.occupancy
@@ -157,11 +170,14 @@ class InstancesRenderer(nn.Module):
         m = samples.xyzs.shape[0]
         ids = sample_ray_indices(samples.rays, m)
         if m == 0:
-            z = torch.zeros(0, device=dev, dtype=rays_o.dtype)
-            return ids, z, z, z, torch.zeros(0, 3, device=dev, dtype=rays_o.dtype)
+            z, z3 = torch.zeros(0, device=dev, dtype=rays_o.dtype), torch.zeros(0, 3, device=dev, dtype=rays_o.dtype)
+            return ids, z, z, z, z3, z3
         t_s = tau[ids] if (tau is not None and inst.dynamic) else None
         out = inst.field(samples.xyzs, t_s)
-        return ids, samples.ts[:, 0] * inst.scale, samples.ts[:, 1] * inst.scale, out.density / inst.scale, out.albedo
+        normals = inst.field.normals(samples.xyzs, t_s) @ inst.rotation.T if need_normals else \
+            torch.zeros_like(out.albedo)
+        return (ids, samples.ts[:, 0] * inst.scale, samples.ts[:, 1] * inst.scale, out.density / inst.scale,
+                out.albedo, normals)
 
     def render_rays(
         self,
@@ -179,23 +195,21 @@ class InstancesRenderer(nn.Module):
         Args:
             rays_o: [N, 3] origins; rays_d: [N, 3] unit directions; times: [N] scene τ (None: static).
             background: [3] or [N, 3] (default white).
-            shading: albedo (or lambertian / textureless with ambient 1).
-            ambient, light_dir: accepted for API compatibility (no normals are computed).
+            shading: albedo | lambertian | textureless | normal (as VolumeRenderer; normals only when needed).
+            ambient: ambient ratio a of lambertian / textureless shading.
+            light_dir: [3] or [N, 3] direction towards the light (default normalize(rays_o)).
             perturb: jitter the sample lattice per ray.
 
         Returns:
             RenderOutput with rgb [N, 3], opacity [N, 1], depth [N, 1] (world distance Σ w·t_w), sample_weights [M].
         """
-        if shading not in ("albedo", "lambertian", "textureless") or (shading != "albedo" and ambient < 1.0):
-            raise ConfigError(f"instances render without normals: use shading=albedo (got {shading}, "
-                              f"ambient={ambient})")
+        if shading not in SHADING_MODES:
+            raise ConfigError(f"unknown shading mode {shading!r}; use one of {', '.join(SHADING_MODES)}")
         n, dev = rays_o.shape[0], rays_o.device
-        parts = [self._march(inst, rays_o, rays_d, times, perturb) for inst in self.instances]
-        ids = torch.cat([p[0] for p in parts])
-        t_w, dt_w = torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
-        sigmas, rgbs = torch.cat([p[3] for p in parts]), torch.cat([p[4] for p in parts])
-        if shading == "textureless":
-            rgbs = torch.ones_like(rgbs)
+        need = VolumeRenderer.normals_needed(shading, ambient, None)
+        parts = [self._march(inst, rays_o, rays_d, times, perturb, need) for inst in self.instances]
+        ids, t_w, dt_w, sigmas, albedo, normals = (torch.cat([p[k] for p in parts]) for k in range(6))
+        rgbs = _shade(shading, albedo, normals, ambient, light_dir, rays_o, ids)
         # sort by (ray, t): stable sort by t, then stable sort by ray id keeps the t order within each ray
         order = torch.argsort(t_w, stable=True)
         order = order[torch.argsort(ids[order], stable=True)]
