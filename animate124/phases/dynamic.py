@@ -167,6 +167,12 @@ class DynamicPhase(Phase):
         log.info("%s: initialised from %s (occupancy re-estimated at %d slot times)", self.name, path,
                  self.occupancy.time_slots)
 
+    def refresh_occupancy(self, step: int) -> None:
+        """The base refresh, except at step 0 of a fresh start: :meth:`init` has just re-estimated every slot."""
+        if step == 0 and int(self.occupancy.num_updates) > 0:
+            return
+        super().refresh_occupancy(step)
+
     # ------------------------------------------------------------------ steps
     def is_reference_step(self, step: int) -> bool:
         """Every known_interval-th step (spec §7.1; the dynamic stages have no known_iters warm-up)."""
@@ -200,7 +206,7 @@ class DynamicPhase(Phase):
         if ref.depth is not None and p.lambda_depth > 0:
             l_depth = L.depth_pearson_loss(out.depth[0, 0].float().permute(2, 0, 1), ref.depth, ref.mask)
             loss = loss + p.lambda_depth * l_depth
-            stats["ref/depth"] = float(l_depth)
+            stats["ref/depth"] = float(l_depth.detach())
         return out, loss, stats
 
     def sample_clip(self) -> tuple[Clip, Cameras, GuidanceContext, bool]:
