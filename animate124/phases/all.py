@@ -66,8 +66,11 @@ def chain_table(run_dir: Path, pcfg: AllPhasesConfig, current: Optional[str] = N
 
 
 def _say(text: str) -> None:
-    log.info("%s", text)
-    print(text, file=sys.stderr, flush=True)
+    """Chain status on the console (Hydra's logging handler when configured, else stderr) and in run.log."""
+    if logging.getLogger().handlers:
+        log.info("chain status\n%s", text)
+    else:
+        print(text, file=sys.stderr, flush=True)
 
 
 def _final_video(cfg: Any, run_dir: Path, pcfg: AllPhasesConfig) -> Optional[str]:

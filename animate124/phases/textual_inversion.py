@@ -111,7 +111,8 @@ class TextualInversionPhase(Phase):
                          next(iter(embeds)))
                 return
             log.warning("textual_inversion: %s is %d-d but this text encoder is %d-d (models=%s); learning a new token",
-                        self.case.learned_embeds, next(iter(embeds.values())).numel(), width, cfg.models.kind)
+                        self.case.learned_embeds, next(iter(embeds.values())).numel(), width,
+                        getattr(cfg.models.kind, "value", cfg.models.kind))
         sd = load_sd_components(cfg.guidance.sd.model, cfg.models, self.device)
         self.ti = TextualInversion(sd.tokenizer, sd.text_encoder, sd.vae, sd.unet, sd.scheduler, load_rgb(image),
                                    self.token, self.initializer, resolution=p.resolution, batch_size=p.batch_size,
