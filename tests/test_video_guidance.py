@@ -10,6 +10,7 @@ from torch import nn
 from animate124.config.guidance import VideoGuidanceConfig, ViewText
 from animate124.config.schema import ModelsConfig
 from animate124.guidance.models import sd_scheduler, tiny_dir
+from animate124.guidance.sds import guided_sds
 from animate124.guidance.video import (
     PromptEmbeddings,
     VideoSDS,
@@ -89,11 +90,6 @@ def test_layout_timestep_cfg_and_gradient():
     # Expected gradient on the latents: CFG ε̂ = ε_u + 101(ε_c − ε_u) = a·z_t + 101 (ε_c − ε_u = 1);
     # grad = λ(1 − ᾱ_t)(ε̂ − ε), loss = 0.5·Σ(z − sg(z − grad))²/B ⇒ ∂loss/∂z = grad / B.
     z = latents.detach().requires_grad_(True)
-    gen = torch.Generator().manual_seed(1)
-    term.generator = gen
-    torch.manual_seed(0)
-    from animate124.guidance.sds import guided_sds
-
     res = guided_sds(z, term.alphas_cumprod, t[:b], term.eps_predictor(*term.text_embeddings(_ctx(b, f), b)),
                      cfg_scale=101.0, weighting=term.cfg.weighting, scale=2.0, batch_size=b)
     res.loss.backward()
