@@ -19,7 +19,7 @@ from animate124.exporting.writers import read_frames
 from animate124.fields import build_field, load_field_state
 from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, split_state
 from animate124.phases.base import train
-from animate124.phases.dynamic import DynamicPhase
+from animate124.phases.dynamic import DynamicPhase, find_init_checkpoint
 from animate124.phases.static import StaticPhase
 from animate124.render.cameras import Cameras
 from animate124.render.occupancy import OccupancyGrid
@@ -117,3 +117,17 @@ def test_tiny_dynamic_run_writes_videos_checkpoint_report(static_run):
     assert latest_checkpoint(run_dir / "dynamic" / "checkpoints") is not None
     saved = json.loads((run_dir / "dynamic" / "report.json").read_text())
     assert saved["complete"] and "ref_psnr" in saved["metrics"]
+
+
+def test_find_init_checkpoint_accepts_step_checkpoints_phase_and_run_dirs(tmp_path):
+    run = tmp_path / "other"
+    for step in (3, 12):
+        d = run / "static" / "checkpoints" / f"step-{step:07d}"
+        d.mkdir(parents=True)
+        (d / "state.json").write_text("{}")
+    newest = run / "static" / "checkpoints" / "step-0000012"
+    for given in (newest, run / "static" / "checkpoints", run / "static", run):
+        assert find_init_checkpoint(tmp_path / "this_run", str(given)) == newest
+    assert find_init_checkpoint(run, None) == newest  # no init_from: <run_dir>/static/checkpoints
+    with pytest.raises(CheckpointError, match="init_from=.* holds no checkpoint"):
+        find_init_checkpoint(run, str(tmp_path / "nowhere"))
