@@ -28,12 +28,8 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-class _Exit(Exception):
-    """Carries an exit code out of the Hydra task function (Hydra must not print it)."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
+_EXIT: dict[str, int] = {"code": 0}
+"""Exit code set by the task function: raising out of it would make Hydra print 'Error executing job ...'."""
 
 
 def one_line(exc: BaseException) -> str:
@@ -73,6 +69,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(config_path="pkg://animate124.configs", config_name="run", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     debug = bool(cfg.get("debug", False))
+    _EXIT["code"] = 0
     try:
         _run(cfg)
     except Animate124Error as exc:
@@ -80,13 +77,13 @@ def _hydra_main(cfg: DictConfig) -> None:
             traceback.print_exc()
         prefix = "" if getattr(exc, "exit_code", EXIT_USER_ERROR) == EXIT_INTERRUPTED else "error: "
         print(f"{prefix}{one_line(exc)}", file=sys.stderr)
-        raise _Exit(getattr(exc, "exit_code", EXIT_USER_ERROR)) from None
+        _EXIT["code"] = int(getattr(exc, "exit_code", EXIT_USER_ERROR))
     except OmegaConfBaseException as exc:  # e.g. a required value left MISSING, caught by to_object
         if debug:
             traceback.print_exc()
         print(f"error: {one_line(exc)}; check the overrides (python -m animate124.run --cfg job shows the config)",
               file=sys.stderr)
-        raise _Exit(EXIT_USER_ERROR) from None
+        _EXIT["code"] = EXIT_USER_ERROR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,10 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     old_full, old_argv = os.environ.get("HYDRA_FULL_ERROR"), sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"
     sys.argv = [old_argv[0] if old_argv else "animate124.run", *argv]
+    _EXIT["code"] = 0
     try:
         _hydra_main()
-    except _Exit as exc:
-        return exc.code
     except (HydraException, OmegaConfBaseException) as exc:
         if debug:
             traceback.print_exc()
@@ -117,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = old_full
-    return 0
+    return _EXIT["code"]
 
 
 if __name__ == "__main__":

@@ -83,6 +83,8 @@ class FitPhaseConfig(TrainLoopConfig):
     """Occupancy threshold min(mean σ, this) for fit, overriding render.density_thresh (None = use render's). Low, so
     that cells start occupied (σ ≈ 1 at init) and empty only once the data pushes them to σ ≈ 0; render's 10 would
     cut the grid to the initial density blob and the field could never grow into the rest of the scene."""
+    carve_occupancy: bool = True
+    """Restrict the occupancy grid to the visual hull of the training alphas (per time slot): far fewer samples."""
 
 
 @dataclass

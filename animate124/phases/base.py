@@ -138,7 +138,8 @@ class Phase:
         if self.occupancy is not None and self.field is not None:
             density = self.field.density  # type: ignore[union-attr]
             dynamic = bool(getattr(self.field, "is_dynamic", False))
-            self.occupancy.update(lambda x, t: density(x, t if dynamic else None))  # type: ignore[operator]
+            self.occupancy.update(lambda x, t: density(x, t if dynamic else None),  # type: ignore[operator]
+                                  dynamic=dynamic)
 
     def validate(self, step: int) -> dict[str, float]:
         """Validation renders / metrics every ``val_every`` steps (not at the end: see final())."""

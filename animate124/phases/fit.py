@@ -23,6 +23,7 @@ from torch import Tensor
 
 from animate124.data.dnerf import DNeRFSplit, load_dnerf
 from animate124.errors import InputError
+from animate124 import ops
 from animate124.fields import build_field
 from animate124.phases.base import Phase, StepOutput
 from animate124.render.cameras import Cameras
@@ -57,6 +58,43 @@ def pixel_rays(split: DNeRFSplit, frame: Tensor, pixel: Tensor) -> tuple[Tensor,
     return c2w[:, :3, 3], dirs / dirs.norm(dim=-1, keepdim=True)
 
 
+@torch.no_grad()
+def carve_occupancy(occupancy: OccupancyGrid, data: DNeRFSplit, alpha_thresh: float = 0.01) -> Tensor:
+    """Visual-hull bound of each time slot from the training alphas: [S, R³/8] uint8 bitfield (Morton order).
+
+    A cell is carved from slot s when some training view whose time lies in slot s projects the cell centre onto a
+    pixel whose alpha, max-pooled over about one cell's footprint, is below ``alpha_thresh``. Each view only knows
+    its own time, so the result is then dilated by one slot on each side (motion within a slot).
+
+    Args:
+        occupancy: The grid (its resolution, slots and bound are used; nothing is modified).
+        data: Training split.
+        alpha_thresh: Alpha below which a pixel is empty.
+    """
+    n_cells, slots = occupancy.n_cells, occupancy.time_slots
+    centres = occupancy.cell_centres(torch.arange(n_cells, device=occupancy.grid.device)).cpu()  # [R³, 3]
+    keep = torch.ones(slots, n_cells, dtype=torch.bool)
+    view_slots = occupancy.slots_of(data.times)
+    for k in range(len(data)):
+        c2w = data.c2w[k]
+        cam = (centres - c2w[:3, 3]) @ c2w[:3, :3]  # world → camera (OpenGL: the camera looks down −z)
+        depth = -cam[:, 2]
+        # pool over the projected half-diagonal of a cell at the nearest depth the object can have (|o| − bound)
+        near = max(float(c2w[:3, 3].norm()) - occupancy.bound, 0.5 * float(c2w[:3, 3].norm()))
+        radius = int(math.ceil(0.5 * math.sqrt(3.0) * occupancy.cell_size * data.focal / near))
+        alpha = F.max_pool2d(data.alphas[k, None, :, :, 0], 2 * radius + 1, stride=1, padding=radius)[0]
+        col = cam[:, 0] / depth.clamp_min(1e-6) * data.focal + 0.5 * data.width
+        row = -cam[:, 1] / depth.clamp_min(1e-6) * data.focal + 0.5 * data.height
+        inside = (depth > 0) & (col >= 0) & (col < data.width) & (row >= 0) & (row < data.height)
+        ci, ri = col.long().clamp(0, data.width - 1), row.long().clamp(0, data.height - 1)
+        empty = inside & (alpha[ri, ci] < alpha_thresh)
+        keep[int(view_slots[k])] &= ~empty
+    dilated = keep.clone()
+    dilated[1:] |= keep[:-1]
+    dilated[:-1] |= keep[1:]
+    return ops.packbits(dilated.float().to(occupancy.grid.device), 0.5)
+
+
 class FitPhase(Phase):
     """Fit the dynamic field to multi-view video with an MSE loss on random-background rays."""
 
@@ -79,11 +117,23 @@ class FitPhase(Phase):
             update_fraction=cfg.render.update_fraction,
         ).to(self.device)
         self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render)
+        self.hull: Tensor | None = None
+        if p.carve_occupancy:
+            self.hull = carve_occupancy(self.occupancy, self.train_data)
+            self.occupancy.bitfield.copy_(self.hull)
         self.optimizer = torch.optim.Adam(self.field.param_groups(p.optim.lr, p.optim.grid_lr_scale),
                                           betas=tuple(p.optim.betas), eps=p.optim.eps)
         self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         log.info("fit: %d train / %d test frames of %dx%d from %s", len(self.train_data), len(self.test_data),
                  self.train_data.height, self.train_data.width, cfg.data.path)
+
+    def refresh_occupancy(self, step: int) -> None:
+        """The field's occupancy update, restricted to the training views' visual hull."""
+        if self.hull is not None and step == 0:
+            return  # the untrained field knows nothing yet: start from the hull alone
+        super().refresh_occupancy(step)
+        if self.hull is not None:
+            self.occupancy.bitfield &= self.hull
 
     def _lr_factor(self, step: int) -> float:
         """Exponential decay from 1 to ``lr_final_ratio`` over the phase."""
