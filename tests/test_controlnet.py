@@ -20,11 +20,11 @@ GRAD_RTOL = 1e-4  # fp32 VAE-backward summation order differs between the two ca
 @pytest.fixture(scope="module")
 def shared_term(tmp_path_factory):
     """Loaded once per module (model loading dominates); tests reset ``term.cfg`` through :func:`_term`."""
-    tmp = tmp_path_factory.mktemp("tiny_cache_cn")
+    tmp = tmp_path_factory.mktemp("cn")
     embeds = save_learned_embeds(tmp / "learned_embeds.safetensors", {"_tok_": torch.randn(32)})
     cfg = dataclasses.replace(ControlNetGuidanceConfig(), size=SIZE)
-    return build_controlnet_guidance(cfg, ModelsConfig(kind="tiny", cache_dir=str(tmp)), "a _tok_ is dancing", embeds,
-                                     "cpu")
+    # tiny models from $ANIMATE124_CACHE (conftest: a temp dir shared by the test files)
+    return build_controlnet_guidance(cfg, ModelsConfig(kind="tiny"), "a _tok_ is dancing", embeds, "cpu")
 
 
 def _term(term, **kw):

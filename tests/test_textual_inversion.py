@@ -27,8 +27,11 @@ BENCH_TOKENS = {
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tiny_cache"))
+def cache():
+    """The tiny models' cache: $ANIMATE124_CACHE (a temp dir set by conftest), built once and shared by test files."""
+    from animate124.guidance.models import cache_root
+
+    return str(cache_root())
 
 
 def _tiny(cache):
