@@ -104,3 +104,13 @@ def test_missing_dynamic_checkpoint_names_the_phase(tmp_path):
     cfg, run_dir = _setup(tmp_path, with_dynamic=False)
     with pytest.raises(CheckpointError, match="phase=dynamic"):
         RefinePhase(cfg, run_dir, torch.device("cpu")).build()
+
+
+def test_init_from_overrides_the_run_dir(tmp_path):
+    cfg, other = _setup(tmp_path)  # "other" holds a dynamic checkpoint
+    cfg.init_from = str(other)
+    phase = RefinePhase(cfg, tmp_path / "fresh_run", torch.device("cpu"))
+    assert phase._source_checkpoint() == latest_checkpoint(other / "dynamic" / "checkpoints")
+    cfg.init_from = str(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="init_from"):
+        RefinePhase(cfg, tmp_path / "fresh_run", torch.device("cpu"))._source_checkpoint()
