@@ -46,7 +46,7 @@ from animate124.data.reference import ReferenceImage, ReferenceViews, load_refer
 from animate124.errors import InputError
 from animate124.fields import build_field
 from animate124.guidance.base import GuidanceTerm
-from animate124.io.run_dir import load_inputs
+from animate124.io.run_dir import load_inputs, save_inputs
 from animate124.phases.base import Phase, StepOutput
 from animate124.render.cameras import Cameras, reference_camera, sample_random_views
 from animate124.render.occupancy import OccupancyGrid
@@ -80,6 +80,8 @@ def resolve_inputs(cfg: Any, run_dir: Any) -> dict[str, Optional[str]]:
     static_prompt = cfg.static_prompt or stored.get("static_prompt") or default_static_prompt(str(prompt))
     case = load_case(cfg.case)
     depth = case.depth if case is not None and case.depth is not None else sibling_depth(image)
+    # Record what was resolved (a case's image and prompts included), so later phases need only run_dir=.
+    save_inputs(run_dir, image=str(image), prompt=prompt, static_prompt=static_prompt)
     return {"image": str(image), "prompt": prompt, "static_prompt": static_prompt,
             "depth": str(depth) if depth else None}
 
