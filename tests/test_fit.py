@@ -16,7 +16,7 @@ from animate124.phases.fit import FitPhase, carve_occupancy, pixel_rays, psnr
 from animate124.render.cameras import Cameras, get_rays
 from animate124.render.occupancy import OccupancyGrid
 
-PSNR_GAIN_DB = 4.0  # measured: 40 steps lift the tiny scene's test PSNR from ~11 dB (untrained field) to ~18 dB
+PSNR_GAIN_DB = 5.0  # measured: 40 steps lift the tiny scene's test PSNR from 9.7 dB (untrained) to 18.4 dB
 ACCEPTANCE_DB = 30.0  # issue 2: >= 30 dB on the ~96 px scene within 10 minutes on 2 CPU cores
 
 
@@ -75,8 +75,8 @@ def test_fit_psnr_rises(tiny_scene, tmp_path):
 @pytest.mark.slow
 def test_fit_reaches_acceptance_psnr(tmp_path):
     scene = make_synthetic_scene(tmp_path / "data", size=96, n_train=100, n_test=20)
-    cfg = _cfg(["phase=fit", f"data.path={scene}", f"run_dir={tmp_path / 'run'}", "field=fit_cpu",
-                "render=fit_cpu", "phase.time_slots=8", "phase.batch_rays=1024", "phase.val_every=0",
-                "phase.progress=false"])
+    cfg = _cfg(["phase=fit_cpu", f"data.path={scene}", f"run_dir={tmp_path / 'run'}", "field=fit_cpu",
+                "render=fit_cpu", "phase.progress=false"])
     report = train(FitPhase(cfg, tmp_path / "run"))
     assert report["metrics"]["test_psnr"] >= ACCEPTANCE_DB
+    assert report["wall_time_s"] < 600.0
