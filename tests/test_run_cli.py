@@ -92,7 +92,7 @@ def test_interrupt_then_resume(tmp_path, tiny_scene):
     # Re-run the same command with fewer total steps so it finishes quickly: it must start at `stopped`, not 0.
     finish = stopped + 2
     cmd_resume = [c if not c.startswith("phase.max_steps=") else f"phase.max_steps={finish}" for c in cmd]
-    done = subprocess.run(cmd_resume, capture_output=True, text=True, env=env, timeout=240)
+    done = subprocess.run(cmd_resume, capture_output=True, text=True, env=env, timeout=240, check=False)
     assert done.returncode == 0, done.stderr
     report = json.loads((run / "fit" / "report.json").read_text())
     assert report["complete"] and report["start_step"] == stopped and report["step"] == finish

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from animate124.data.dnerf import load_dnerf
-from animate124.data.synthetic import BlobScene, RADIUS, look_at, main, make_synthetic_scene, render_view, \
-    spherical_position
+from animate124.data.synthetic import (
+    RADIUS,
+    BlobScene,
+    look_at,
+    main,
+    make_synthetic_scene,
+    render_view,
+    spherical_position,
+)
 
 ALPHA_TOL = 2e-3  # midpoint quadrature with 128 samples over the sphere chord (dt ≈ 0.013 ≪ std 0.1)
 

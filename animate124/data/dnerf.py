@@ -75,7 +75,8 @@ class DNeRFSplit:
 
 
 def _fix(root: Path) -> str:
-    return f"point data.path at a folder with transforms_{{train,test}}.json (e.g. python -m animate124.data.synthetic out={root})"
+    return ("point data.path at a folder with transforms_{train,test}.json "
+            f"(e.g. python -m animate124.data.synthetic out={root})")
 
 
 def _read_transforms(root: Path, split: str) -> dict:

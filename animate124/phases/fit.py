@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from animate124 import ops
 from animate124.data.dnerf import DNeRFSplit, load_dnerf
 from animate124.errors import InputError
-from animate124 import ops
 from animate124.fields import build_field
 from animate124.phases.base import Phase, StepOutput
 from animate124.render.cameras import Cameras
