@@ -121,3 +121,56 @@ def test_inputs_and_phase_done(tmp_path):
     assert not phase_done(tmp_path, "static")
     write_json_atomic(tmp_path / "static" / "report.json", {"complete": True})
     assert phase_done(tmp_path, "static")
+
+
+# ------------------------------------------------------------------------------------ the training loop (toy phase)
+def _toy(run_dir, max_steps=8, nan_at=None, interrupt_at=None):
+    from animate124.config.phases import FitPhaseConfig
+    from animate124.config.schema import RunConfig
+    from animate124.phases.base import Phase, StepOutput
+
+    class Toy(Phase):
+        name = "toy"
+
+        def build(self):
+            self.field = torch.nn.Linear(3, 2)
+            self.optimizer = torch.optim.Adam(self.field.parameters(), lr=1e-2)
+
+        def train_step(self, step):
+            if step == interrupt_at:
+                raise KeyboardInterrupt
+            loss = self.field(torch.randn(4, 3)).pow(2).mean()  # draws from the global RNG: resume must restore it
+            return StepOutput(loss * float("nan") if step == nan_at else loss, {"x": 1.0})
+
+    cfg = RunConfig(phase=FitPhaseConfig(max_steps=max_steps, checkpoint_every=3, progress=False), seed=7)
+    return Toy(cfg, run_dir)
+
+
+def test_loop_interrupt_then_resume_is_bitwise(tmp_path):
+    from animate124.phases.base import TrainingInterrupted, train
+
+    ref = _toy(tmp_path / "ref")
+    report = train(ref)
+    assert report["complete"] and report["step"] == 8 and report["start_step"] == 0
+
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 5; .*re-run the same command to resume"):
+        train(_toy(tmp_path / "run", interrupt_at=5))
+    assert latest_checkpoint(tmp_path / "run" / "toy" / "checkpoints").name == "step-0000005"
+    assert not phase_done(tmp_path / "run", "toy")
+    resumed = _toy(tmp_path / "run")
+    report = train(resumed)
+    assert report["start_step"] == 5 and report["step"] == 8 and report["sessions"] == 2
+    assert phase_done(tmp_path / "run", "toy")
+    for a, b in zip(ref.field.parameters(), resumed.field.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_loop_nan_loss_saves_last_good_state(tmp_path):
+    from animate124.errors import Animate124Error
+    from animate124.phases.base import NonFiniteLossError, train
+
+    with pytest.raises(NonFiniteLossError, match="loss became nan at step 4.*step-0000004") as info:
+        train(_toy(tmp_path, nan_at=4))
+    assert isinstance(info.value, Animate124Error)
+    model_state, _, state = load_checkpoint(latest_checkpoint(tmp_path / "toy" / "checkpoints"))
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in model_state.values())
