@@ -361,8 +361,8 @@ def train(phase: Phase) -> dict[str, Any]:
             if not bool(torch.isfinite(out.loss.detach())):
                 path = session.save()
                 raise NonFiniteLossError(
-                    f"{phase.name}: loss became {float(out.loss.detach())} at step {step}; the last good state is saved in "
-                    f"{path}; lower phase.optim.lr or set phase.optim.grad_clip_value=1.0, then re-run to resume"
+                    f"{phase.name}: loss became {float(out.loss.detach())} at step {step}; the last good state is "
+                    f"saved in {path}; lower phase.optim.lr or set phase.optim.grad_clip_value=1.0, then re-run to resume"
                 )
             _optimizer_step(phase, session, out.loss)
             phase.after_step(step)
