@@ -362,7 +362,7 @@ def train(phase: Phase) -> dict[str, Any]:
                 path = session.save()
                 raise NonFiniteLossError(
                     f"{phase.name}: loss became {float(out.loss.detach())} at step {step}; the last good state is "
-                    f"saved in {path}; lower phase.optim.lr or set phase.optim.grad_clip_value=1.0, then re-run to resume"
+                    f"saved in {path}; lower phase.optim.lr or set phase.optim.grad_clip_value=1.0, then re-run"
                 )
             _optimizer_step(phase, session, out.loss)
             phase.after_step(step)
