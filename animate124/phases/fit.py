@@ -149,7 +149,10 @@ class FitPhase(Phase):
         flat = torch.randint(len(data) * n_pix, (p.batch_rays,))
         frame, pixel = flat // n_pix, flat % n_pix
         rays_o, rays_d = pixel_rays(data, frame, pixel)
-        bg = torch.rand(p.batch_rays, 3) if p.random_background else torch.ones(p.batch_rays, 3)
+        if p.random_background:
+            bg = torch.rand(p.batch_rays, 3)
+        else:
+            bg = torch.full((p.batch_rays, 3), 1.0 if self.cfg.data.white_background else 0.0)
         target = data.composite(bg, flat)
         out = self.renderer.render_rays(rays_o.to(dev), rays_d.to(dev), data.times[frame].to(dev), bg.to(dev),
                                         perturb=True)
@@ -165,18 +168,21 @@ class FitPhase(Phase):
         return np.linspace(0, n - 1, max(1, limit)).round().astype(int).tolist()
 
     def _render_test(self, frames: list[int]) -> tuple[Tensor, Tensor]:
-        """Render test frames on white at ``eval_size`` (or the dataset size): predictions and targets [n,H,W,3]."""
+        """Render test frames at ``eval_size`` (or the dataset size) on white (black if ``data.white_background`` is
+        false): predictions and targets [n, H, W, 3]."""
         data, size = self.test_data, self.pcfg.eval_size
         idx = torch.tensor(frames)
         cams = Cameras(data.c2w[idx], torch.full((len(frames),), data.fovy), data.height, data.width)
-        target = data.images[idx]
+        white = bool(self.cfg.data.white_background)
+        bg = torch.full((3,), 1.0 if white else 0.0)
+        target = data.images[idx] if white else data.composite(bg)[idx]
         if size is not None and size != data.height:
             cams = cams.resized(size, round(size * data.width / data.height))
             target = F.interpolate(target.permute(0, 3, 1, 2), size=(cams.height, cams.width), mode="area")
             target = target.permute(0, 2, 3, 1)
         self.field.eval()
         preds = [self.renderer.render_image(cams[k], data.times[idx[k : k + 1]].to(self.device)[:, None],
-                                            background=torch.ones(3, device=self.device)).rgb[0, 0]
+                                            background=bg.to(self.device)).rgb[0, 0]
                  for k in range(len(frames))]
         self.field.train()
         return torch.stack(preds).clamp(0, 1).cpu(), target
