@@ -30,8 +30,8 @@ VIDEO_SIZE = 96
 
 
 def fit_overrides(out: Path, steps: int) -> list[str]:
-    """The ``phase=fit`` overrides of the demo (the CPU-sized phase, field and renderer)."""
-    return ["phase=fit_cpu", f"data.path={out / 'data'}", f"run_dir={out}", "field=fit_cpu", "render=fit_cpu",
+    """The ``phase=fit`` overrides of the demo (CPU-sized field and renderer)."""
+    return ["phase=fit", f"data.path={out / 'data'}", f"run_dir={out}", "field=fit_cpu", "render=fit_cpu",
             f"phase.max_steps={steps}"]
 
 

@@ -75,7 +75,7 @@ def test_fit_psnr_rises(tiny_scene, tmp_path):
 @pytest.mark.slow
 def test_fit_reaches_acceptance_psnr(tmp_path):
     scene = make_synthetic_scene(tmp_path / "data", size=96, n_train=100, n_test=20)
-    cfg = _cfg(["phase=fit_cpu", f"data.path={scene}", f"run_dir={tmp_path / 'run'}", "field=fit_cpu",
+    cfg = _cfg(["phase=fit", f"data.path={scene}", f"run_dir={tmp_path / 'run'}", "field=fit_cpu",
                 "render=fit_cpu", "phase.progress=false"])
     report = train(FitPhase(cfg, tmp_path / "run"))
     assert report["metrics"]["test_psnr"] >= ACCEPTANCE_DB

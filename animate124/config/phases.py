@@ -61,19 +61,23 @@ class FitPhaseConfig(TrainLoopConfig):
     """Supervised 4D reconstruction from a D-NeRF-layout dataset (the representation's yardstick)."""
 
     kind: PhaseKind = PhaseKind.fit
-    max_steps: int = 3000
+    max_steps: int = 400
+    """Sized for the ~96 px synthetic scene on a CPU (≥ 30 dB after ~150 steps; docs/benchmarks.md); raise it (and
+    batch_rays) for real D-NeRF scenes."""
+    checkpoint_every: int = 100
+    val_every: int = 50
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-2, grid_lr_scale=1.0, eps=1e-15))
-    batch_rays: int = 4096
+    batch_rays: int = 1024
     """Random rays per step (drawn from random training frames)."""
     random_background: bool = True
     """Composite each training ray on a random colour using the ground-truth alpha (prevents white haze)."""
-    time_slots: int = 16
+    time_slots: int = 8
     """Occupancy time slots."""
     eval_size: Optional[int] = None
     """Evaluate test PSNR at this image size (None = dataset size)."""
     eval_max_frames: Optional[int] = None
     """Evaluate on at most this many test frames (None = all)."""
-    val_max_frames: Optional[int] = 8
+    val_max_frames: Optional[int] = 4
     """Test frames rendered at each validation (every ``val_every`` steps: the PSNR curve; None = all)."""
     save_val_images: int = 4
     """Test frames saved to val/ as ground truth | prediction PNGs at the end."""
