@@ -77,7 +77,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
 def test_interrupt_then_resume(tmp_path, tiny_scene):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "animate124.run", *TINY, f"data.path={tiny_scene}", f"run_dir={run}",
-           "phase.max_steps=400", "phase.checkpoint_every=3"]
+           "phase.max_steps=2000", "phase.checkpoint_every=3"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _wait_for(run / "fit" / "checkpoints" / "step-0000003", proc, timeout=240)
