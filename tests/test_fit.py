@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 import animate124.config.store  # noqa: F401
 from animate124.data.dnerf import load_dnerf
 from animate124.data.synthetic import make_synthetic_scene
+from animate124.errors import CheckpointError
 from animate124.phases.base import seed_everything, train
 from animate124.phases.fit import FitPhase, carve_occupancy, pixel_rays, psnr
 from animate124.render.cameras import Cameras, get_rays
@@ -70,6 +71,24 @@ def test_fit_psnr_rises(tiny_scene, tmp_path):
     assert report["complete"] and report["step"] == 40 and [h["step"] for h in report["history"]] == [20]
     assert (tmp_path / "fit" / "val" / "test_000.png").is_file()
     assert json.loads((tmp_path / "fit" / "report.json").read_text())["metrics"]["test_frames"] == 3
+
+
+def test_init_from_loads_the_field(tiny_scene, tmp_path):
+    base = ["phase=fit", f"data.path={tiny_scene}", "field=fit_cpu", "render=fit_cpu", "render.grid_resolution=16",
+            "phase.time_slots=2", "phase.batch_rays=64", "phase.val_every=0", "phase.eval_max_frames=1",
+            "phase.progress=false"]
+    first = FitPhase(_cfg([*base, f"run_dir={tmp_path / 'a'}", "phase.max_steps=2"]), tmp_path / "a")
+    train(first)
+    second = FitPhase(_cfg([*base, f"run_dir={tmp_path / 'b'}", "phase.max_steps=0",
+                            f"init_from={tmp_path / 'a' / 'fit'}"]), tmp_path / "b")
+    second.build()
+    second.init()
+    for a, b in zip(first.field.parameters(), second.field.parameters()):
+        assert torch.equal(a, b)
+    bad = FitPhase(_cfg([*base, f"run_dir={tmp_path / 'c'}", f"init_from={tmp_path / 'nothing'}"]), tmp_path / "c")
+    bad.build()
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        bad.init()
 
 
 @pytest.mark.slow

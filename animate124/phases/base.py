@@ -360,6 +360,7 @@ def train(phase: Phase) -> dict[str, Any]:
                 out = phase.train_step(step)
             if not bool(torch.isfinite(out.loss.detach())):
                 path = session.save()
+                _write_report(session, complete=False, metrics={})
                 raise NonFiniteLossError(
                     f"{phase.name}: loss became {float(out.loss.detach())} at step {step}; the last good state is "
                     f"saved in {path}; lower phase.optim.lr or set phase.optim.grad_clip_value=1.0, then re-run"

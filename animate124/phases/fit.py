@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import imageio.v3 as iio
@@ -23,8 +24,9 @@ from torch import Tensor
 
 from animate124 import ops
 from animate124.data.dnerf import DNeRFSplit, load_dnerf
-from animate124.errors import InputError
-from animate124.fields import build_field
+from animate124.errors import CheckpointError, InputError
+from animate124.fields import build_field, load_field_state
+from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, split_state
 from animate124.phases.base import Phase, StepOutput
 from animate124.render.cameras import Cameras
 from animate124.render.occupancy import OccupancyGrid
@@ -126,6 +128,24 @@ class FitPhase(Phase):
         self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         log.info("fit: %d train / %d test frames of %dx%d from %s", len(self.train_data), len(self.test_data),
                  self.train_data.height, self.train_data.width, cfg.data.path)
+
+    def init(self) -> None:
+        """Fresh start: load the field of ``init_from`` when given.
+
+        ``init_from`` is a checkpoint directory (``.../checkpoints/step-NNNNNNN``) or a phase folder / its
+        ``checkpoints/`` folder, whose latest checkpoint is used.
+        """
+        if not self.cfg.init_from:
+            return
+        path = Path(self.cfg.init_from)
+        ckpt = path if (path / "state.json").is_file() else (
+            latest_checkpoint(path / "checkpoints") or latest_checkpoint(path))
+        if ckpt is None:
+            raise CheckpointError(f"init_from={path} holds no checkpoint; pass a checkpoints/step-NNNNNNN folder "
+                                  "or a phase folder with checkpoints/")
+        # only the field: the occupancy grid is re-derived (visual hull + refreshes) and may have other slots
+        load_field_state(self.field, split_state(load_checkpoint(ckpt, map_location=self.device)[0], "field"))
+        log.info("fit: initialised from %s", ckpt)
 
     def refresh_occupancy(self, step: int) -> None:
         """The field's occupancy update, restricted to the training views' visual hull."""
