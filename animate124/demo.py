@@ -1,8 +1,16 @@
-"""``python -m animate124.demo`` (``make demo``): the offline end-to-end demo on a CPU.
+"""``python -m animate124.demo`` (``make demo``): offline end-to-end demos on a CPU, on inputs the project makes itself.
 
-1. Writes the synthetic blob scene (``animate124.data.synthetic``) to ``outputs/demo/data`` (skipped if present).
-2. Fits the dynamic field to it with ``python -m animate124.run phase=fit ...`` (resumes / skips when already done).
-3. Renders an orbit while the scene animates to ``outputs/demo/videos/orbit.mp4`` and prints it with the test PSNR.
+``--mode pipeline`` (default), the main job:
+1. renders an example input picture (RGBA, 128²) of the synthetic blob scene of ``animate124.data.synthetic`` at τ = 0
+   from the reference view, to ``outputs/demo/input/blobs.png`` (never the shared benchmark images);
+2. runs the whole generation pipeline ``python -m animate124.run phase=all models=tiny ...`` (textual inversion →
+   static → dynamic → refine) with tiny random diffusion models and CPU-sized settings (resumes / skips finished
+   phases when run again);
+3. prints the orbit-while-animating video of the result (``outputs/demo/pipeline/videos/orbit.mp4``). With tiny
+   random models the video shows the plumbing, not a meaningful animation: real results need real weights (GPU).
+
+``--mode fit``: the representation's yardstick. Writes the synthetic multi-view video to ``outputs/demo/data``, fits the
+dynamic field with ``phase=fit`` and exports an orbit video (``outputs/demo/fit/videos/orbit.mp4``) + the test PSNR.
 """
 
 from __future__ import annotations
@@ -11,84 +19,111 @@ import argparse
 import sys
 from pathlib import Path
 
-import imageio.v2 as imageio
+import imageio.v3 as iio
 import numpy as np
-import torch
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
-import animate124.config.store  # noqa: F401
-from animate124.data.synthetic import RADIUS, make_synthetic_scene
+from animate124.data.synthetic import RADIUS, default_scene, make_synthetic_scene, render_view, spherical_position
 from animate124.errors import Animate124Error
-from animate124.io.checkpoint import latest_checkpoint, load_checkpoint
 from animate124.io.report import read_report
 from animate124.io.run_dir import phase_dirs
-from animate124.render.cameras import Cameras, orbit
 
-VIDEO_SIZE = 96
-"""Orbit video size: a multiple of 16, so ffmpeg's macro blocks need no resize."""
+PROMPT = "colourful balls are bouncing"
+"""The example's motion caption."""
+
+PIPELINE_OVERRIDES = [
+    "models=tiny", "field=small", "render=fast", "render.grid_resolution=32", "render.max_steps=96",
+    "phase.textual_inversion.max_steps=20", "phase.textual_inversion.batch_size=2",
+    "phase.textual_inversion.resolution=64",
+    "phase.static.max_steps=200", "phase.static.render_size=48", "phase.static.ref_size=48",
+    "phase.static.known_iters=150", "phase.static.val_views=4", "phase.static.val_size=48",
+    "phase.dynamic.max_steps=20", "phase.dynamic.num_frames=6", "phase.dynamic.render_size=32",
+    "phase.dynamic.ref_size=48", "phase.dynamic.checkpoint_every=10", "phase.dynamic.val_frames=8",
+    "phase.dynamic.val_size=48",
+    "phase.refine.max_steps=8", "phase.refine.num_frames=6", "phase.refine.render_size=32",
+    "phase.refine.ref_size=48", "phase.refine.val_frames=8", "phase.refine.val_size=48",
+    "guidance.sd.resolution=64", "guidance.zero123.resolution=64", "guidance.video.height=64",
+    "guidance.video.width=64", "guidance.controlnet.size=64",
+    "phase.video_frames=48", "phase.video_size=96",
+    # Tiny RANDOM diffusion models give noise, not knowledge: every SDS term still runs (the plumbing is what the demo
+    # shows), weighted 1000× down so that the reference-view losses shape the object.
+    "guidance.sd.weight=0.001", "guidance.zero123.weight=0.04", "guidance.video.weight=0.001",
+    "guidance.controlnet.weight=0.001",
+]
+"""CPU-sized settings of the tiny-model pipeline (a few minutes on 2 cores)."""
 
 
-def fit_overrides(out: Path, steps: int) -> list[str]:
-    """The ``phase=fit`` overrides of the demo (CPU-sized field and renderer)."""
-    return ["phase=fit", f"data.path={out / 'data'}", f"run_dir={out}", "field=fit_cpu", "render=fit_cpu",
-            f"phase.max_steps={steps}"]
+def example_image(path: Path, size: int = 128) -> Path:
+    """Render the example input (RGBA PNG) from the reference view (elevation 0, azimuth 0) at τ = 0."""
+    if not path.is_file():
+        from animate124.data.synthetic import look_at
 
-
-@torch.no_grad()
-def render_orbit(out: Path, overrides: list[str], frames: int = 48, fps: int = 12) -> Path:
-    """Render ``frames`` views orbiting at elevation 20° while τ goes 0 → 1; write ``<out>/videos/orbit.mp4``."""
-    from animate124.phases.fit import FitPhase
-
-    with initialize_config_module("animate124.configs", version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("run", overrides=overrides))
-    phase = FitPhase(cfg, out)
-    phase.build()
-    ckpt = latest_checkpoint(phase.dirs.checkpoints)
-    if ckpt is None:
-        raise Animate124Error(f"no fit checkpoint in {phase.dirs.checkpoints}; re-run python -m animate124.demo")
-    phase.load_modules(load_checkpoint(ckpt, map_location=phase.device)[0])
-    elevation, azimuth, radius = orbit(frames, elevation=20.0, radius=RADIUS)
-    cams = Cameras.from_spherical(elevation, azimuth, radius, size=VIDEO_SIZE, fovy_deg=40.0).to(phase.device)
-    times = torch.linspace(0.0, 1.0, frames, device=phase.device)
-    images = []
-    for k in range(frames):
-        rgb = phase.renderer.render_image(cams[k], times[k : k + 1][:, None],
-                                          background=torch.ones(3, device=phase.device)).rgb[0, 0]
-        images.append((rgb.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
-    path = out / "videos" / "orbit.mp4"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimwrite(path, images, fps=fps, quality=8, macro_block_size=16)
+        c2w = look_at(spherical_position(0.0, 0.0, RADIUS))
+        rgba = render_view(default_scene(), c2w, 0.0, size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(path, (rgba.numpy() * 255 + 0.5).astype(np.uint8))
     return path
+
+
+def _run(overrides: list[str]) -> int:
+    from animate124.run import main as run_main
+
+    print("python -m animate124.run " + " ".join(overrides), flush=True)
+    return run_main(overrides)
+
+
+def _export_orbit(run_dir: Path, radius: float, size: int = 96, frames: int = 48) -> Path:
+    from animate124.config.export import CameraPathConfig, ExportConfig
+    from animate124.export import export
+
+    out = run_dir / "videos" / "orbit.mp4"
+    cfg = ExportConfig(run_dir=str(run_dir), path="orbit", frames=frames, size=size, fps=12.0, out=str(out),
+                       camera=CameraPathConfig(elevation=20.0, radius=radius), contact_sheet=False)
+    export(cfg)
+    return out
+
+
+def pipeline(out: Path) -> int:
+    image = example_image(out / "input" / "blobs.png")
+    run_dir = out / "pipeline"
+    code = _run(["phase=all", *PIPELINE_OVERRIDES, f"image={image}", f"prompt={PROMPT}", f"run_dir={run_dir}"])
+    if code != 0:
+        return code
+    report = read_report(run_dir / "report.json")
+    video = report.get("video") or str(run_dir / "videos" / "orbit.mp4")
+    print(f"input: {image.resolve()}")
+    print(f"video: {Path(video).resolve()}")
+    return 0
+
+
+def fit(out: Path, steps: int, size: int) -> int:
+    data, run_dir = out / "data", out / "fit"
+    if not (data / "transforms_test.json").is_file():
+        print(f"writing the synthetic scene to {data} ...", flush=True)
+        make_synthetic_scene(data, size=size, n_train=100, n_test=20, n_val=0)
+    code = _run(["phase=fit", f"data.path={data}", f"run_dir={run_dir}", "field=fit_cpu", "render=fit_cpu",
+                 f"phase.max_steps={steps}"])
+    if code != 0:
+        return code
+    video = _export_orbit(run_dir, radius=RADIUS)
+    psnr = read_report(phase_dirs(run_dir, "fit").report).get("metrics", {}).get("test_psnr")
+    print(f"test PSNR: {psnr:.2f} dB" if isinstance(psnr, float) else "test PSNR: n/a")
+    print(f"video: {video.resolve()}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["pipeline", "fit"], default="pipeline")
     parser.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
-    parser.add_argument("--steps", type=int, default=400, help="fit steps (default 400)")
-    parser.add_argument("--size", type=int, default=96, help="synthetic scene image size (default 96)")
+    parser.add_argument("--steps", type=int, default=400, help="fit steps (--mode fit)")
+    parser.add_argument("--size", type=int, default=96, help="synthetic scene image size (--mode fit)")
     args = parser.parse_args(argv)
-    out = Path(args.out)
-    if not (out / "data" / "transforms_test.json").is_file():
-        print(f"writing the synthetic scene to {out / 'data'} ...", flush=True)
-        make_synthetic_scene(out / "data", size=args.size, n_train=100, n_test=20, n_val=0)
-    from animate124.run import main as run_main
-
-    overrides = fit_overrides(out, args.steps)
-    print("python -m animate124.run " + " ".join(overrides), flush=True)
-    code = run_main(overrides)
-    if code != 0:
-        return code
     try:
-        video = render_orbit(out, overrides)
+        return pipeline(Path(args.out)) if args.mode == "pipeline" else fit(Path(args.out), args.steps, args.size)
     except Animate124Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    psnr = read_report(phase_dirs(out, "fit").report).get("metrics", {}).get("test_psnr")
-    print(f"test PSNR: {psnr:.2f} dB" if isinstance(psnr, float) else "test PSNR: n/a")
-    print(f"video: {video.resolve()}")
-    return 0
 
 
 if __name__ == "__main__":
