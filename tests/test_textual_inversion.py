@@ -140,10 +140,10 @@ def test_benchmark_token_width_mismatch_is_clear(cache):
 
 
 def _run_ti(run_dir, cache, *overrides):
-    import animate124.config.store  # noqa: F401  (registers the schemas)
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
+    import animate124.config.store  # noqa: F401  (registers the schemas)
     from animate124.phases import run_phase
 
     with initialize_config_module("animate124.configs", version_base="1.3"):

@@ -49,7 +49,7 @@ def register() -> None:
     cs.store(group="data", name="base_data", node=S.DataConfig)
     if not OmegaConf.has_resolver("a124_run_dir"):
         OmegaConf.register_new_resolver(
-            "a124_run_dir", lambda r, c, i, d: default_run_dir(r, c, i, d), use_cache=False
+            "a124_run_dir", default_run_dir, use_cache=False
         )
 
 
