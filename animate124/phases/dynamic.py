@@ -44,17 +44,14 @@ from torch import Tensor
 from animate124 import losses as L
 from animate124.config.guidance import VideoPriorKind
 from animate124.config.schema import FieldConfig
-from animate124.data.reference import load_reference
 from animate124.data.time import Clip, ClipSampler, validation_times
 from animate124.errors import CheckpointError, InputError
 from animate124.fields import build_field, init_dynamic_from_static, load_field_state
 from animate124.guidance.base import GuidanceTerm
 from animate124.io.checkpoint import STATE_FILE, latest_checkpoint, load_checkpoint, split_state
 from animate124.phases.base import Phase, StepOutput
-from animate124.phases.static import REF_AZIMUTH, REF_ELEVATION, REF_RADIUS, StaticPhase, _views_to, resolve_inputs
+from animate124.phases.static import REF_AZIMUTH, REF_ELEVATION, REF_RADIUS, StaticPhase
 from animate124.render.cameras import Cameras, moving_trajectory, orbit, reference_camera
-from animate124.render.occupancy import OccupancyGrid
-from animate124.render.volume import VolumeRenderer
 from animate124.types import GuidanceContext, RenderOutput
 
 log = logging.getLogger(__name__)
@@ -105,17 +102,9 @@ class DynamicPhase(Phase):
 
     # ------------------------------------------------------------------ build / init
     def build(self) -> None:
-        cfg, p, dev = self.cfg, self.pcfg, self.device
-        self.inputs = resolve_inputs(cfg, self.run_dir)
-        ref = load_reference(self.inputs["image"], depth=self.inputs["depth"])
-        self.ref = _views_to(ref.at(p.ref_size), dev)
-        self.field = build_field(cfg.field, dynamic=True).to(dev)
-        self.occupancy = OccupancyGrid(cfg.render.grid_resolution, p.time_slots, cfg.field.bound,
-                                       cfg.render.occupancy_decay, cfg.render.density_thresh,
-                                       cfg.render.update_fraction).to(dev)
-        self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render)
-        self.optimizer = torch.optim.Adam(self.field.param_groups(p.optim.lr, p.optim.grid_lr_scale),
-                                          betas=tuple(p.optim.betas), eps=p.optim.eps)
+        cfg, p = self.cfg, self.pcfg
+        # inputs, reference views, field, occupancy (time_slots), renderer and Adam: the same set-up as the static phase
+        ref = StaticPhase.build_scene(self, dynamic=True)  # type: ignore[arg-type]
         self.sampler = ClipSampler(p.num_frames, p.clip.precision, p.clip.start_zero_rate, p.clip.end_one_rate,
                                    p.clip.max_stride)
         self.video_terms = self._video_terms(ref)
@@ -124,7 +113,7 @@ class DynamicPhase(Phase):
             from animate124.guidance.zero123 import Zero123Guidance
 
             self.zero123 = Zero123Guidance(cfg.guidance.zero123, ref.at(cfg.guidance.zero123.resolution).rgb,
-                                           cfg.models, dev)
+                                           cfg.models, self.device)
         log.info("%s: prompt %r, video priors %s, zero123 %s", self.name, self.inputs["prompt"],
                  [t.name for t in self.video_terms], self.zero123 is not None)
 

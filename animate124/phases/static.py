@@ -42,7 +42,7 @@ from torch import Tensor
 
 from animate124 import losses as L
 from animate124.data.case import STATIC_PREFIX, apply_case, find_subject, load_case, subject_phrase
-from animate124.data.reference import ReferenceImage, ReferenceViews, load_reference, sibling_depth
+from animate124.data.reference import ReferenceImage, load_reference, sibling_depth
 from animate124.errors import InputError
 from animate124.fields import build_field
 from animate124.guidance.base import GuidanceTerm
@@ -249,11 +249,6 @@ class StaticPhase(Phase):
 
 def _f(x: Tensor) -> float:
     return float(x.detach())
-
-
-def _views_to(v: ReferenceViews, device: torch.device) -> ReferenceViews:
-    """Kept for callers written before :meth:`ReferenceViews.to`."""
-    return v.to(device)
 
 
 PHASE = StaticPhase
