@@ -30,7 +30,7 @@ from animate124.config.schema import RenderConfig
 from animate124.errors import ConfigError
 from animate124.render.cameras import Cameras, get_rays
 from animate124.render.occupancy import OccupancyGrid
-from animate124.render.volume import SHADING_MODES, VolumeRenderer, sample_ray_indices
+from animate124.render.volume import SHADING_MODES, VolumeRenderer, sample_ray_indices, shade
 from animate124.types import RenderOutput
 
 TIME_WRAPS = ("loop", "pingpong", "clamp")
@@ -56,19 +56,6 @@ def wrap_time(tau: Tensor, mode: str) -> Tensor:
     if mode == "clamp":
         return tau.clamp(0.0, 1.0)
     raise ConfigError(f"instance time_wrap must be one of {', '.join(TIME_WRAPS)} (got {mode!r})")
-
-
-def _shade(shading: str, albedo: Tensor, normals: Tensor, ambient: float, light_dir: Tensor | None, rays_o: Tensor,
-           ids: Tensor) -> Tensor:
-    """Per-sample colour [M, 3] with VolumeRenderer's shading formulas (spec §4.5), world-space normals."""
-    if shading == "albedo":
-        return albedo
-    if shading == "normal":
-        return (normals + 1.0) / 2.0
-    light = rays_o if light_dir is None else light_dir.to(rays_o).expand_as(rays_o)
-    light = light / light.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    lum = ambient + (1.0 - ambient) * (normals * light[ids]).sum(-1, keepdim=True).clamp_min(0.0)
-    return albedo * lum if shading == "lambertian" else lum.expand(-1, 3)
 
 
 class Instance(nn.Module):
@@ -209,7 +196,7 @@ class InstancesRenderer(nn.Module):
         need = VolumeRenderer.normals_needed(shading, ambient, None)
         parts = [self._march(inst, rays_o, rays_d, times, perturb, need) for inst in self.instances]
         ids, t_w, dt_w, sigmas, albedo, normals = (torch.cat([p[k] for p in parts]) for k in range(6))
-        rgbs = _shade(shading, albedo, normals, ambient, light_dir, rays_o, ids)
+        rgbs = shade(shading, albedo, normals, ambient, light_dir, rays_o, ids)
         # sort by (ray, t): stable sort by t, then stable sort by ray id keeps the t order within each ray
         order = torch.argsort(t_w, stable=True)
         order = order[torch.argsort(ids[order], stable=True)]

@@ -72,6 +72,39 @@ def _per_ray(value: Tensor | None, n: int, default: Callable[[], Tensor], name: 
     return v
 
 
+def shade(
+    shading: str,
+    albedo: Tensor,
+    normals: Tensor | None,
+    ambient: float,
+    light_dir: Tensor | None,
+    rays_o: Tensor,
+    ray_ids: Tensor,
+) -> Tensor:
+    """Per-sample colour [M, 3] (spec §4.5); shared by VolumeRenderer and render.instances.
+
+    Args:
+        shading: albedo | lambertian | textureless | normal.
+        albedo: [M, 3]; normals: [M, 3] world-space unit normals, or None when the mode does not need them.
+        ambient: ambient ratio a of lambertian / textureless shading.
+        light_dir: [3] or [N, 3] direction towards the light (default normalize(rays_o)).
+        rays_o: [N, 3] ray origins; ray_ids: [M] ray of every sample.
+    """
+    if shading == "albedo":
+        return albedo
+    if normals is None:
+        if shading != "normal" and ambient >= 1.0:  # lambertian/textureless with a = 1 need no normals
+            return albedo if shading == "lambertian" else torch.ones_like(albedo)
+        raise ValueError(f"shading={shading!r} with ambient {ambient} needs normals but need_normals=False")
+    if shading == "normal":
+        return (normals + 1.0) / 2.0
+    light = _per_ray(light_dir, rays_o.shape[0], lambda: rays_o, "light_dir")
+    light = light / light.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    cos = (normals * light[ray_ids]).sum(-1, keepdim=True).clamp_min(0.0)
+    lum = ambient + (1.0 - ambient) * cos  # [M, 1]
+    return albedo * lum if shading == "lambertian" else lum.expand(-1, 3)
+
+
 class VolumeRenderer(nn.Module):
     """Renders a field through an occupancy grid.
 
@@ -197,7 +230,7 @@ class VolumeRenderer(nn.Module):
         normals = None
         if self.normals_needed(shading, ambient, need_normals):
             normals = self.field.normals(samples.xyzs, t_samples).float() if m > 0 else torch.zeros_like(albedo)
-        rgbs = self._shade(shading, albedo, normals, ambient, light_dir, rays_o, ray_ids)
+        rgbs = shade(shading, albedo, normals, ambient, light_dir, rays_o, ray_ids)
 
         weights, weights_sum, depth, image = ops.composite_rays_train(sigmas, rgbs, samples.ts, samples.rays,
                                                                       self.cfg.t_thresh)
@@ -209,31 +242,6 @@ class VolumeRenderer(nn.Module):
         return RenderOutput(rgb=rgb, opacity=weights_sum.unsqueeze(-1), depth=depth.unsqueeze(-1),
                             normals=normal_image, sample_weights=weights, sample_normals=normals,
                             sample_dirs=samples.dirs)
-
-    def _shade(
-        self,
-        shading: str,
-        albedo: Tensor,
-        normals: Tensor | None,
-        ambient: float,
-        light_dir: Tensor | None,
-        rays_o: Tensor,
-        ray_ids: Tensor,
-    ) -> Tensor:
-        """Per-sample colour [M, 3] (spec §4.5)."""
-        if shading == "albedo":
-            return albedo
-        if normals is None:
-            if shading != "normal" and ambient >= 1.0:  # lambertian/textureless with a = 1 need no normals
-                return albedo if shading == "lambertian" else torch.ones_like(albedo)
-            raise ValueError(f"shading={shading!r} with ambient {ambient} needs normals but need_normals=False")
-        if shading == "normal":
-            return (normals + 1.0) / 2.0
-        light = _per_ray(light_dir, rays_o.shape[0], lambda: rays_o, "light_dir")
-        light = light / light.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        cos = (normals * light[ray_ids]).sum(-1, keepdim=True).clamp_min(0.0)
-        lum = ambient + (1.0 - ambient) * cos  # [M, 1]
-        return albedo * lum if shading == "lambertian" else lum.expand(-1, 3)
 
     def _frames(self, cameras: Cameras, times: Tensor | None) -> tuple[Cameras, Tensor | None, int, int]:
         """Expand cameras to one per (clip, frame) and times to [B·F] (see the module docstring)."""
@@ -378,7 +386,7 @@ class VolumeRenderer(nn.Module):
             t = use_times[ray_index] if use_times is not None else None
             out = self.field(xyzs, t)
             normals = self.field.normals(xyzs, t).float() if with_normals else None
-            rgbs = self._shade(shading, out.albedo.float(), normals, ambient, light_dir, rays_o, ray_index)
+            rgbs = shade(shading, out.albedo.float(), normals, ambient, light_dir, rays_o, ray_index)
             if normals is not None:
                 rgbs = torch.cat([rgbs, (normals + 1.0) / 2.0], dim=-1)
             return out.density.float(), rgbs
