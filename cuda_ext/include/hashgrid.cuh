@@ -91,6 +91,21 @@ A124_HD void grid_cell(const GridEncodeArgs& a, int64_t i, int l, uint32_t* corn
   }
 }
 
+// Corner `corner_bits` (bit d = upper neighbour along axis d) of the cell: its table row and d-linear weight.
+template <int D>
+A124_HD float grid_corner(const uint32_t* corner, const float* frac, int corner_bits, uint64_t res, uint64_t size,
+                          bool hash, uint64_t* row) {
+  uint32_t v[D];
+  float weight = 1.0f;
+  for (int d = 0; d < D; ++d) {
+    const bool up = (corner_bits >> d) & 1;
+    v[d] = corner[d] + (up ? 1u : 0u);
+    weight *= up ? frac[d] : 1.0f - frac[d];
+  }
+  *row = grid_vertex_index(v, D, res, size, hash);
+  return weight;
+}
+
 template <int D, int F>
 A124_HD void grid_encode_forward_one(const GridEncodeArgs& a, const float* emb, int64_t i, int l, float* out) {
   uint32_t corner[D];
@@ -105,14 +120,8 @@ A124_HD void grid_encode_forward_one(const GridEncodeArgs& a, const float* emb, 
   float acc[F];
   for (int f = 0; f < F; ++f) acc[f] = 0.0f;
   for (int corner_bits = 0; corner_bits < (1 << D); ++corner_bits) {
-    uint32_t v[D];
-    float weight = 1.0f;
-    for (int d = 0; d < D; ++d) {
-      const bool up = (corner_bits >> d) & 1;
-      v[d] = corner[d] + (up ? 1u : 0u);
-      weight *= up ? frac[d] : 1.0f - frac[d];
-    }
-    const uint64_t row = grid_vertex_index(v, D, res, size, a.hash);
+    uint64_t row;
+    const float weight = grid_corner<D>(corner, frac, corner_bits, res, size, a.hash, &row);
     for (int f = 0; f < F; ++f) {
       const float val = kf.w == 0.0f ? e0[row * F + f] : (1.0f - kf.w) * e0[row * F + f] + kf.w * e1[row * F + f];
       acc[f] += weight * val;
@@ -138,14 +147,8 @@ A124_HD void grid_encode_backward_one(const GridEncodeArgs& a, const float* grad
   float g[F];
   for (int f = 0; f < F; ++f) g[f] = go[f];
   for (int corner_bits = 0; corner_bits < (1 << D); ++corner_bits) {
-    uint32_t v[D];
-    float weight = 1.0f;
-    for (int d = 0; d < D; ++d) {
-      const bool up = (corner_bits >> d) & 1;
-      v[d] = corner[d] + (up ? 1u : 0u);
-      weight *= up ? frac[d] : 1.0f - frac[d];
-    }
-    const uint64_t row = grid_vertex_index(v, D, res, size, a.hash);
+    uint64_t row;
+    const float weight = grid_corner<D>(corner, frac, corner_bits, res, size, a.hash, &row);
     for (int f = 0; f < F; ++f) {
       if (kf.w == 0.0f) {
         atomic_add(g0 + row * F + f, weight * g[f]);
