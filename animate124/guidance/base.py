@@ -87,6 +87,24 @@ def vae_encode(vae: nn.Module, images: Tensor, sample: bool = True, scale: bool 
     return z.float()
 
 
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+"""CLIP's pixel mean (OpenAI and OpenCLIP)."""
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+"""CLIP's pixel std."""
+
+
+def clip_normalize(images: Tensor, size: int = 224, mode: str = "bicubic") -> Tensor:
+    """[N, 3, H, W] in [0, 1] → CLIP pixel values [N, 3, size, size]: antialiased resize + mean/std, differentiable.
+
+    transformers' ``CLIPImageProcessor`` falls back to a non-differentiable PIL path without torchvision, so the
+    guidance terms normalise tensors here.
+    """
+    x = F.interpolate(images, size=(size, size), mode=mode, align_corners=False, antialias=True)
+    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x.clamp(0.0, 1.0) - mean) / std
+
+
 def resolve_device(device: Optional[str], default: Union[str, torch.device]) -> torch.device:
     """A term's device: its own ``device`` setting or the run's."""
     return torch.device(device) if device else torch.device(default)

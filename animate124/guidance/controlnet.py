@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from animate124.config.guidance import ControlNetGuidanceConfig
 from animate124.config.schema import ModelsConfig
 from animate124.errors import ConfigError
-from animate124.guidance.base import GuidanceTerm, check_images, resize_frames, vae_encode
+from animate124.guidance.base import GuidanceTerm, check_images, resize_frames, resolve_device, vae_encode
 from animate124.guidance.models import (
     encode_prompts,
     load,
@@ -175,7 +175,7 @@ def build_controlnet_guidance(
     """
     from diffusers import ControlNetModel
 
-    device = torch.device(cfg.device) if cfg.device else torch.device(device)
+    device = resolve_device(cfg.device, device)
     dtype = resolve_dtype((models_cfg or ModelsConfig()).dtype, device)
     sd = load_sd_components(cfg.base_model, models_cfg, device, dtype)
     controlnet = load(ControlNetModel, cfg.model, None, dtype, models_cfg, tiny_controlnet, random_controlnet, device)

@@ -44,17 +44,20 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from animate124.config.guidance import ImageVideoGuidanceConfig
 from animate124.config.schema import ModelsConfig
-from animate124.guidance.base import GuidanceTerm, check_images, resize_frames, resolve_device, vae_encode
+from animate124.guidance.base import (
+    GuidanceTerm,
+    check_images,
+    clip_normalize,
+    resize_frames,
+    resolve_device,
+    vae_encode,
+)
 from animate124.guidance.sds import TimestepSampler, guided_sds
 from animate124.types import GuidanceContext, GuidanceOutput
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def edm_coefficients(sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -75,14 +78,6 @@ def sigma_from_alphas_cumprod(alphas_cumprod: Tensor, t: Tensor) -> Tensor:
 def v_to_eps(z_t: Tensor, v: Tensor, alpha_bar: Tensor) -> Tensor:
     """ε̂ = √(1−ᾱ)·z_t + √ᾱ·v for VP latents z_t and v-predictions v (``alpha_bar`` broadcastable)."""
     return torch.sqrt(1.0 - alpha_bar) * z_t + torch.sqrt(alpha_bar) * v
-
-
-def clip_normalize(images: Tensor, size: int = 224) -> Tensor:
-    """[N, 3, H, W] in [0, 1] → CLIP input (antialiased bilinear resize + mean/std), differentiable."""
-    x = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 VPredictor = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -122,7 +117,7 @@ class ImageVideoGuidance(GuidanceTerm):
     def set_reference(self, image: Tensor) -> None:
         """Compute both conditioning streams from the reference image [3, H, W] in [0, 1] on white."""
         img = image.reshape(1, *image.shape[-3:]).to(self.device, torch.float32)
-        embeds = self.image_encoder(clip_normalize(img).to(self.model_dtype)).image_embeds  # [1, D]
+        embeds = self.image_encoder(clip_normalize(img, 224, "bilinear").to(self.model_dtype)).image_embeds  # [1, D]
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         small = resize_frames(img, (self.cfg.height, self.cfg.width))
         noisy = small * 2.0 - 1.0

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from animate124.config.guidance import StableDiffusionGuidanceConfig
 from animate124.config.schema import ModelsConfig
-from animate124.guidance.base import GuidanceTerm, check_images, resize_frames, vae_encode
+from animate124.guidance.base import GuidanceTerm, check_images, resize_frames, resolve_device, vae_encode
 from animate124.guidance.models import encode_prompts, load_sd_components
 from animate124.guidance.sds import TimestepSampler, guided_sds
 from animate124.types import GuidanceContext, GuidanceOutput
@@ -65,7 +65,7 @@ class StableDiffusionGuidance(GuidanceTerm):
                  device: Union[str, torch.device] = "cpu") -> None:
         super().__init__()
         self.cfg = cfg
-        dev = torch.device(cfg.device) if cfg.device else torch.device(device)
+        dev = resolve_device(cfg.device, device)
         parts = load_sd_components(cfg.model, models_cfg, dev)
         self.vae, self.unet = parts.vae, parts.unet
         self.register_buffer("alphas_cumprod", parts.alphas_cumprod.to(dev), persistent=False)

@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
@@ -39,12 +38,10 @@ from animate124.config.guidance import Zero123GuidanceConfig
 from animate124.config.schema import ModelsConfig
 from animate124.errors import ConfigError
 from animate124.guidance import models as M
-from animate124.guidance.base import GuidanceTerm, check_images, resize_frames, vae_encode
+from animate124.guidance.base import GuidanceTerm, check_images, clip_normalize, resize_frames, resolve_device, vae_encode
 from animate124.guidance.sds import TimestepSampler, guided_sds
 from animate124.types import GuidanceContext, GuidanceOutput
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 """OpenAI CLIP pixel normalisation (the image processor's defaults)."""
 
 
@@ -121,14 +118,6 @@ def _projection_builders(subfolder: str) -> tuple[type, Any, Any]:
     return cls, lambda: CLIPCameraProjection(M.TINY_DIM, 4), CLIPCameraProjection
 
 
-def clip_normalize(images: Tensor, size: int) -> Tensor:
-    """[N, 3, H, W] in [0, 1] → CLIP pixel values [N, 3, size, size] (bicubic antialiased resize + mean/std)."""
-    x = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
-    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x.clamp(0.0, 1.0) - mean) / std
-
-
 class Zero123Guidance(GuidanceTerm):
     """Zero-1-to-3 SDS term.
 
@@ -148,7 +137,7 @@ class Zero123Guidance(GuidanceTerm):
         from transformers import CLIPVisionModelWithProjection
 
         self.cfg = cfg
-        dev = torch.device(cfg.device) if cfg.device else torch.device(device)
+        dev = resolve_device(cfg.device, device)
 
         def one(cls, sub, tiny, rand=None):
             return M.load(cls, cfg.model, sub, "auto", models_cfg, tiny, rand, dev)

@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from animate124.config.schema import ModelsConfig, ModelsKind
+from animate124.guidance.base import CLIP_MEAN, CLIP_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
 
