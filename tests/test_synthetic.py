@@ -15,6 +15,7 @@ from animate124.data.synthetic import (
     render_view,
     spherical_position,
 )
+from animate124.errors import InputError
 
 ALPHA_TOL = 2e-3  # midpoint quadrature with 128 samples over the sphere chord (dt ≈ 0.013 ≪ std 0.1)
 
@@ -54,3 +55,29 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "cli" / "transforms_test.json").is_file()
     assert main(["size=8"]) == 2
     assert capsys.readouterr().err.startswith("error: missing out=DIR")
+
+
+def test_multicam_layout_is_sparse_in_time(tmp_path):
+    root = make_synthetic_scene(tmp_path / "mc", size=8, n_test=4, n_val=2, layout="multicam", n_times=3, n_cams=2)
+    train, test, val = load_dnerf(root, "train"), load_dnerf(root, "test"), load_dnerf(root, "val")
+    assert train.times.tolist() == pytest.approx([0, 0, 0.5, 0.5, 1, 1])  # 3 times × a rig of 2 cameras
+    torch.testing.assert_close(train.c2w[0], train.c2w[2])  # the rig is fixed across times
+    assert not torch.allclose(train.c2w[0], train.c2w[1])
+    assert test.times.tolist() == pytest.approx([0.25, 0.75, 0.25, 0.75])  # midpoints, cycled: novel times
+    assert val.times.tolist() == pytest.approx([0.25, 0.75])
+    assert not any(torch.allclose(a, b) for a in torch.cat([test.c2w, val.c2w]) for b in train.c2w)
+
+
+def test_monocular_layout_moves_one_camera(tmp_path):
+    root = make_synthetic_scene(tmp_path / "mono", size=8, n_train=5, n_test=1, n_val=0, layout="monocular")
+    train = load_dnerf(root, "train")
+    assert train.times.tolist() == pytest.approx([0, 0.25, 0.5, 0.75, 1])
+    positions = train.c2w[:, :3, 3]
+    assert (positions[1:] - positions[:-1]).norm(dim=-1).min() > 0.5  # a new viewpoint at every time
+    assert torch.allclose(positions.norm(dim=-1), torch.full((5,), RADIUS))
+
+
+def test_bad_layout_is_rejected(tmp_path):
+    with pytest.raises(InputError, match="unknown layout 'grid'"):
+        make_synthetic_scene(tmp_path / "x", size=8, layout="grid")
+    assert main([f"out={tmp_path / 'y'}", "size=8", "layout=multicam", "n_times=1"]) == 2

@@ -3,10 +3,17 @@
 The ground truth is rendered by this module's OWN small volume renderer (dense midpoint quadrature along each ray,
 pure torch): it shares no code with ``animate124.render`` or ``animate124.ops``, so ``phase=fit`` on this scene is an
 independent check of the field + renderer. The object stays inside [-0.6, 0.6]³; cameras sit at radius 2.7 with a
-40° field of view. Train cameras are random views at random times; test cameras use other views and times in
-between the train times (novel views AND novel times).
+40° field of view. Three training layouts (``layout=``):
 
-CLI: ``python -m animate124.data.synthetic out=DIR [size=96 n_train=100 n_test=20 seed=0]``.
+- ``dense``: ``n_train`` random views, each at its own time τ = k/(n_train−1) (dense in time);
+- ``multicam``: a fixed rig of ``n_cams`` random cameras filming ``n_times`` times τ = k/(n_times−1) (sparse in time,
+  like a small multi-camera capture);
+- ``monocular``: one camera per time, moving on an orbit (τ = k/(n_train−1), azimuth sweeping one turn).
+
+Test and val cameras are always other random views at times midway between train times (novel views AND novel times).
+
+CLI: ``python -m animate124.data.synthetic out=DIR [size=96 n_train=100 n_test=20 n_val=5 seed=0 layout=dense
+n_times=16 n_cams=8]``.
 """
 
 from __future__ import annotations
@@ -139,29 +146,62 @@ def render_view(scene: BlobScene, c2w: Tensor, time: float, size: int, chunk: in
     return rgba.clamp(0, 1).reshape(size, size, 4)
 
 
-def _split_cameras(n: int, rng: np.random.Generator, novel: bool) -> list[tuple[Tensor, float]]:
+LAYOUTS = ("dense", "multicam", "monocular")
+"""Training layouts of :func:`make_synthetic_scene`."""
+
+
+def _random_camera(rng: np.random.Generator) -> Tensor:
+    elevation = float(rng.uniform(-20.0, 55.0))
+    return look_at(spherical_position(elevation, float(rng.uniform(0.0, 360.0)), RADIUS))
+
+
+def _split_cameras(n: int, rng: np.random.Generator, novel: bool, n_times: int | None = None
+                   ) -> list[tuple[Tensor, float]]:
+    """n random views. Train (``novel`` false): τ = k/(n−1). Novel: τ midway between the ``n_times`` (default n)
+    regularly spaced train times, cycling through those midpoints when n exceeds them (never a train time)."""
     cams = []
     for k in range(n):
-        elevation = float(rng.uniform(-20.0, 55.0))
-        azimuth = float(rng.uniform(0.0, 360.0))
-        # train: τ on a regular grid k/(n-1); test: midway between train times (never seen in training)
-        time = (k + 0.5) / n if novel else (k / max(n - 1, 1))
-        cams.append((look_at(spherical_position(elevation, azimuth, RADIUS)), time))
+        if not novel:
+            time = k / max(n - 1, 1)
+        elif n_times:
+            time = ((k % (n_times - 1)) + 0.5) / (n_times - 1)
+        else:
+            time = (k + 0.5) / n
+        cams.append((_random_camera(rng), time))
+    return cams
+
+
+def _train_cameras(layout: str, n_train: int, n_times: int, n_cams: int,
+                   rng: np.random.Generator) -> list[tuple[Tensor, float]]:
+    if layout == "dense":
+        return _split_cameras(n_train, rng, novel=False)
+    if layout == "multicam":
+        rig = [_random_camera(rng) for _ in range(n_cams)]
+        return [(c2w, k / max(n_times - 1, 1)) for k in range(n_times) for c2w in rig]
+    cams = []  # monocular: one moving camera, azimuth one turn, elevation bobbing in [0°, 40°]
+    for k in range(n_train):
+        u = k / max(n_train - 1, 1)
+        position = spherical_position(20.0 + 20.0 * math.sin(4 * math.pi * u), 360.0 * u, RADIUS)
+        cams.append((look_at(position), u))
     return cams
 
 
 def make_synthetic_scene(
-    out_dir: str | Path, size: int = 96, n_train: int = 100, n_test: int = 20, n_val: int = 5, seed: int = 0
+    out_dir: str | Path, size: int = 96, n_train: int = 100, n_test: int = 20, n_val: int = 5, seed: int = 0,
+    layout: str = "dense", n_times: int = 16, n_cams: int = 8,
 ) -> Path:
     """Write the blob scene as a D-NeRF folder: ``transforms_{train,val,test}.json`` + RGBA PNGs.
 
     Args:
         out_dir: Output folder (created).
         size: Square image size in pixels.
-        n_train: Training views (random cameras, τ = k/(n_train−1)).
+        n_train: Training views of the ``dense`` and ``monocular`` layouts (τ = k/(n_train−1)).
         n_test: Test views (other random cameras, τ midway between train times).
-        n_val: Validation views (like test, another seed).
+        n_val: Validation views (like test, further random cameras).
         seed: Camera sampling seed.
+        layout: ``dense``, ``multicam`` or ``monocular`` (module docstring).
+        n_times: Distinct train times of ``multicam``.
+        n_cams: Rig cameras of ``multicam`` (each films every time).
 
     Returns:
         ``out_dir`` as a Path.
@@ -169,12 +209,18 @@ def make_synthetic_scene(
     if size < 8 or n_train < 1 or n_test < 1:
         raise InputError(f"synthetic scene needs size >= 8 and at least one train/test view (got {size}, "
                          f"{n_train}, {n_test}); pass larger values")
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown layout '{layout}'; use one of {', '.join(LAYOUTS)}")
+    if layout == "multicam" and (n_times < 2 or n_cams < 1):
+        raise InputError(f"layout=multicam needs n_times >= 2 and n_cams >= 1 (got {n_times}, {n_cams})")
     out = Path(out_dir)
     scene = default_scene()
     rng = np.random.default_rng(seed)
-    splits = {"train": _split_cameras(n_train, rng, novel=False), "test": _split_cameras(n_test, rng, novel=True)}
+    times = n_times if layout == "multicam" else None
+    splits = {"train": _train_cameras(layout, n_train, n_times, n_cams, rng),
+              "test": _split_cameras(n_test, rng, novel=True, n_times=times)}
     if n_val > 0:
-        splits["val"] = _split_cameras(n_val, rng, novel=True)
+        splits["val"] = _split_cameras(n_val, rng, novel=True, n_times=times)
     for split, cams in splits.items():
         (out / split).mkdir(parents=True, exist_ok=True)
         frames = []
@@ -189,7 +235,8 @@ def make_synthetic_scene(
 
 
 def _parse_cli(argv: list[str]) -> dict[str, object]:
-    kinds = {"out": str, "size": int, "n_train": int, "n_test": int, "n_val": int, "seed": int}
+    kinds = {"out": str, "size": int, "n_train": int, "n_test": int, "n_val": int, "seed": int, "layout": str,
+             "n_times": int, "n_cams": int}
     args: dict[str, object] = {}
     for arg in argv:
         key, sep, value = arg.partition("=")
