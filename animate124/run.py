@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import animate124.config.store  # noqa: F401  (registers the schemas before Hydra composes)
-from animate124.errors import Animate124Error
+from animate124.errors import Animate124Error, ConfigError
 
 log = logging.getLogger("animate124.run")
 EXIT_USER_ERROR = 2
@@ -50,6 +50,13 @@ def _debug_requested(argv: list[str]) -> bool:
     return any(a.lstrip("+").lower() in ("debug=true", "debug=1", "debug=yes") for a in argv)
 
 
+def check_gpu_memory_gb(value: float | None) -> None:
+    """``gpu_memory_gb`` is unset or a positive number of GB (ConfigError naming the fix otherwise)."""
+    if value is not None and not value > 0:
+        raise ConfigError(f"gpu_memory_gb={value} is not a memory budget; give a positive number of GB "
+                          f"(e.g. gpu_memory_gb=24) or leave it unset")
+
+
 def _run(cfg: DictConfig) -> dict[str, Any]:
     """Convert the composed config and run the phase in Hydra's run dir."""
     from animate124.io.run_dir import save_inputs
@@ -57,6 +64,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     obj = OmegaConf.to_object(cfg)
+    check_gpu_memory_gb(obj.gpu_memory_gb)
     if obj.image or obj.prompt or obj.static_prompt or obj.case.name:
         save_inputs(run_dir, image=obj.image, prompt=obj.prompt, static_prompt=obj.static_prompt, case=obj.case.name)
     report = run_phase(obj, run_dir)

@@ -188,3 +188,7 @@ class RunConfig:
     """Show full tracebacks on errors."""
     extra: List[str] = _field(default_factory=list)
     """Free-form tags recorded in report.json."""
+    gpu_memory_gb: Optional[float] = None
+    """GPU memory budget in GB (e.g. 24). When set, the budget planner of ``animate124.estimate`` turns memory levers
+    on in a documented order (exact levers first) until every phase's estimated peak, plus the CUDA context and the
+    allocator headroom and a 10 % margin, fits; it logs the levers used. Unset (None): nothing changes."""
