@@ -14,14 +14,8 @@ from animate124.config import export as E
 from animate124.config import phases as P
 from animate124.config import schema as S
 
-_PHASES = {
-    "base_fit": P.FitPhaseConfig,
-    "base_textual_inversion": P.TextualInversionPhaseConfig,
-    "base_static": P.StaticPhaseConfig,
-    "base_dynamic": P.DynamicPhaseConfig,
-    "base_refine": P.RefinePhaseConfig,
-    "base_all": P.AllPhasesConfig,
-}
+_PHASES = {f"base_{spec.kind.value}": spec.config for spec in P.PHASES}
+"""phase/base_<kind> → its schema (from the one phase table, config/phases.py::PHASES)."""
 
 
 def default_run_dir(run_dir: str | None, case: str | None, image: str | None, data: str | None) -> str:
