@@ -62,6 +62,8 @@ SMALL = [
 
 REPORT_KEYS = ("complete", "step", "start_step", "max_steps", "metrics")
 """Per-phase report entries that must agree (times and memory peaks are measurements, not results)."""
+STATE_SKIP = ("config", "config_hash", "train_time_s")
+"""state.json entries that differ between any two runs (the resolved config holds the run's paths; a time)."""
 
 
 def _git(*args: str) -> str:
@@ -122,12 +124,19 @@ def collect(run_dir: Path) -> dict[str, Any]:
         for key, t in load_file(str(f)).items():
             tensors[f"{f.relative_to(run_dir)}::{key}"] = t
     for f in sorted(run_dir.glob("*/checkpoints/step-*/state.json")):
-        state = json.loads(f.read_text())
-        state.pop("config", None)
-        states[str(f.relative_to(run_dir))] = state
-    for f in sorted(run_dir.glob("textual_inversion/**/*.bin")):
+        text = f.read_text().replace(str(run_dir), "<run_dir>")  # paths inside the run (init_checkpoint, ...)
+        states[str(f.relative_to(run_dir))] = {k: v for k, v in json.loads(text).items() if k not in STATE_SKIP}
+    for f in sorted(run_dir.glob("textual_inversion/*.bin")):
         for key, t in torch.load(f, map_location="cpu", weights_only=True).items():
             tensors[f"{f.relative_to(run_dir)}::{key}"] = t
+    for f in sorted(run_dir.glob("textual_inversion/*.safetensors")):
+        for key, t in load_file(str(f)).items():
+            tensors[f"{f.relative_to(run_dir)}::{key}"] = t
+    video = run_dir / "videos" / "orbit.mp4"
+    if video.is_file():  # the final orbit video, decoded (uint8 frames)
+        import imageio.v3 as iio
+
+        tensors["videos/orbit.mp4::frames"] = torch.from_numpy(iio.imread(video))
     reports = {}
     for f in sorted(run_dir.glob("*/report.json")):
         rep = json.loads(f.read_text())
