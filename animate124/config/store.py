@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from animate124.config import export as E
 from animate124.config import phases as P
+from animate124.config import rerender as R
 from animate124.config import schema as S
 
 _PHASES = {f"base_{spec.kind.value}": spec.config for spec in P.PHASES}
@@ -34,6 +35,7 @@ def register() -> None:
     cs.store(name="base_run", node=S.RunConfig)
     cs.store(name="base_export", node=E.ExportConfig)
     cs.store(name="base_metrics", node=E.MetricsConfig)
+    cs.store(name="base_rerender", node=R.RerenderConfig)
     for name, node in _PHASES.items():
         cs.store(group="phase", name=name, node=node)
     cs.store(group="field", name="base_field", node=S.FieldConfig)
