@@ -13,7 +13,7 @@ from animate124.rerender.sampling import InbetweenOptions, img2img, inbetween, t
 
 ALPHAS = sd_scheduler().alphas_cumprod.float()  # SD-1.5 scaled-linear ᾱ (SVD trains on the same schedule)
 EXACT_TOL = 1e-4  # fp32 round-off of a 50-step linear recurrence
-ODE_TOL = 0.01  # DDIM with 200 steps vs the continuous probability-flow ODE (measured gap ≤ 0.006 at s=0.3)
+ODE_TOL = 0.01  # DDIM with 200 steps vs the continuous probability-flow ODE (measured gap 0.0073 at s=0.3, 0.0032 at 0.6, 0.0009 at 0.9)
 SIGMA_DATA = 0.5
 
 
