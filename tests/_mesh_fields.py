@@ -26,9 +26,12 @@ class SphereField(nn.Module):
 
     def _c_r(self, t: Tensor | None, x: Tensor) -> tuple[Tensor, Tensor]:
         tau = t if t is not None else torch.zeros(x.shape[0], device=x.device)
-        c = torch.tensor([self.centre(float(v)) for v in tau.unique()], dtype=x.dtype, device=x.device)
-        r = torch.tensor([self.radius(float(v)) for v in tau.unique()], dtype=x.dtype, device=x.device)
-        inv = torch.unique(tau, return_inverse=True)[1]
+        if tau.numel() and bool(tau.min() == tau.max()):  # one τ (the exporters' case)
+            c = torch.tensor(self.centre(float(tau[0])), dtype=x.dtype, device=x.device)
+            return c.expand(x.shape[0], 3), torch.full((x.shape[0],), float(self.radius(float(tau[0]))), dtype=x.dtype)
+        values, inv = torch.unique(tau, return_inverse=True)
+        c = torch.tensor([self.centre(float(v)) for v in values], dtype=x.dtype, device=x.device)
+        r = torch.tensor([self.radius(float(v)) for v in values], dtype=x.dtype, device=x.device)
         return c[inv], r[inv]
 
     def density(self, x: Tensor, t: Tensor | None = None) -> Tensor:

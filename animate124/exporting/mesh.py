@@ -18,7 +18,9 @@ solve, for the displacement d of every vertex,
 
 where p_i = x_i − (σ(x_i) − iso)·∇σ/|∇σ|² is the Newton projection onto the iso-surface, n_i its unit gradient
 (point-to-plane: only the normal offset is constrained, the smoothness term decides how vertices slide along the
-surface), and μ = 1e−3 a small tether for conditioning (one sparse direct solve, scipy). Where it fails: topology
+surface), and μ = 1e−3 a small tether for conditioning (one sparse conjugate-gradient solve, scipy); then two plain Newton steps
+x ← p snap the vertices onto the surface (the smoothness term leaves a small normal bias where the motion is not
+a translation). Where it fails: topology
 changes (a surface that splits or merges cannot be followed by one fixed mesh), and motions of more than about a
 voxel-scale fraction of the object per frame that are not close to the previous frame's velocity (the projection
 then snaps vertices onto the wrong part of the surface). The per-frame mean distance of the tracked vertices to the
@@ -37,6 +39,8 @@ from torch import Tensor
 
 from animate124.errors import InputError
 
+SNAP_STEPS = 2
+"""Pure Newton projection steps after each frame's solves (tangential positions stay those of the smooth solve)."""
 TETHER = 1e-3
 """μ: weight pulling the tracked displacement toward its constant-velocity prediction (conditions the solve)."""
 
@@ -258,7 +262,7 @@ def _solve_displacement(lap, x: np.ndarray, target: np.ndarray, normal: np.ndarr
     ``x`` is the previous frame's positions, so d is the whole displacement of this frame (smoothed as one field).
     """
     import scipy.sparse as sp
-    from scipy.sparse.linalg import spsolve
+    from scipy.sparse.linalg import cg, spsolve
 
     v = len(x)
     nn = weight[:, None, None] * normal[:, :, None] * normal[:, None, :]  # [V, 3, 3]
@@ -266,8 +270,11 @@ def _solve_displacement(lap, x: np.ndarray, target: np.ndarray, normal: np.ndarr
     cols = (3 * np.arange(v)[:, None, None] + np.arange(3)[None, None, :]).repeat(3, axis=1)
     a = sp.coo_matrix((nn.ravel(), (rows.ravel(), cols.ravel())), shape=(3 * v, 3 * v)).tocsr()
     a = a + smooth * sp.kron(lap, sp.identity(3), format="csr") + TETHER * sp.identity(3 * v, format="csr")
-    b = np.einsum("vij,vj->vi", nn, target - x) + TETHER * d_pred
-    return np.asarray(spsolve(a.tocsc(), b.ravel())).reshape(v, 3)
+    b = (np.einsum("vij,vj->vi", nn, target - x) + TETHER * d_pred).ravel()
+    d, info = cg(a, b, x0=d_pred.ravel(), rtol=1e-7, maxiter=2000)  # SPD; warm-started it takes tens of iterations
+    if info != 0:  # not converged: the same solution by a direct solve (slower, never different)
+        d = spsolve(a.tocsc(), b)
+    return np.asarray(d).reshape(v, 3)
 
 
 def track_mesh(field: Any, base: Mesh, times: Sequence[float], threshold: float, voxel: float, iters: int = 8,
@@ -297,6 +304,8 @@ def track_mesh(field: Any, base: Mesh, times: Sequence[float], threshold: float,
         for _ in range(max(1, iters)):
             target, normal, weight, _ = _newton_targets(field, x, tau, threshold, voxel, chunk)
             x = prev + _solve_displacement(lap, prev, target, normal, weight, velocity, smooth)
+        for _ in range(SNAP_STEPS):  # the smoothness term biases the normal offset a little: snap onto the surface
+            x, _, _, _ = _newton_targets(field, x, tau, threshold, voxel, chunk)
         _, _, _, dist = _newton_targets(field, x, tau, threshold, voxel, chunk)
         distances.append(float(dist.mean()))
         velocity, prev = x - prev, x
