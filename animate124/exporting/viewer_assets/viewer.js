@@ -54,7 +54,7 @@
 
   function setupDrag() {
     var startX = 0, startAz = 0, dragging = false;
-    var pxPerStep = Math.max(4, Math.round(S / V));
+    var pxPerStep = Math.max(2, S / V);  // dragging across the whole canvas turns the object once
     canvas.addEventListener("pointerdown", function (e) {
       dragging = true; startX = e.clientX; startAz = state.az;
       canvas.classList.add("dragging");
