@@ -138,6 +138,26 @@ class ViewerConfig:
 
 
 @dataclass
+class RunOutputsConfig:
+    """What ``phase=all`` writes after the last phase, next to the orbit video (cheap defaults; docs/mesh_export.md)."""
+
+    glb: bool = True
+    """Write <run_dir>/mesh/animated.glb (flipbook) and mesh/mesh_seq/frame_NNN.ply."""
+    glb_frames: int = 16
+    """Frames of the GLB (τ evenly over [0, 1])."""
+    glb_resolution: int = 96
+    """Density grid points per axis of the GLB's marching cubes."""
+    viewer: bool = True
+    """Write the offline web viewer <run_dir>/viewer/."""
+    viewer_views: int = 12
+    """Azimuths of the viewer atlas."""
+    viewer_times: int = 8
+    """Times of the viewer atlas."""
+    viewer_size: int = 192
+    """Tile side of the viewer atlas (pixels)."""
+
+
+@dataclass
 class ExportConfig:
     """Root config of ``python -m animate124.export`` (configs/export.yaml)."""
 
@@ -155,9 +175,9 @@ class ExportConfig:
     """A D-NeRF-style camera file: render every frame in file order to ``out``/000.png, ... (white background)."""
     out: Optional[str] = None
     """FILE.mp4 | FILE.gif | DIR (PNG frames); default <run_dir>/videos/<path>.mp4 (cameras=: <run_dir>/renders/<stem>)
-    (the folder's frames are 000.png, 001.png, ...)."""
+    (the folder's frames are 000.png, 001.png, ...). format=mesh / viewer: a folder, default <run_dir>/mesh / viewer."""
     frames: int = 60
-    """Frames per video (per view for path=fixed). Ignored by D-NeRF camera files (one frame per camera)."""
+    """Frames per video (per view for path=fixed); meshes per export for format=mesh. Ignored by D-NeRF camera files."""
     fps: float = 24.0
     """Frames per second of mp4 / gif."""
     size: int = 256

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import List, Optional
 
+from animate124.config.export import RunOutputsConfig
+
 
 class PhaseKind(str, Enum):
     fit = "fit"
@@ -279,6 +281,8 @@ class AllPhasesConfig:
     """Side of the final video's frames."""
     video_fps: float = 24.0
     """Frame rate of the final video."""
+    outputs: RunOutputsConfig = field(default_factory=RunOutputsConfig)
+    """The animated GLB and the web viewer written at the end (``phase.outputs.glb=false`` / ``viewer=false``)."""
 
 
 @dataclass(frozen=True)
