@@ -72,13 +72,13 @@ setup(
         "tqdm",
         "tensorboard",
         "ninja",
-        "PyMCubes>=0.1.4",
-        "trimesh>=4.0",
-        "scipy>=1.10",
+        "PyMCubes>=0.1.6",  # first wheels built for numpy 2
+        "trimesh>=4.4",  # 4.0 cannot convert vertex colours under numpy 2 (tested)
+        "scipy>=1.13",  # numpy 2; cg(rtol=)
         "pygltflib>=1.16",
     ],
     extras_require={
-        "dev": ["pytest>=7", "ruff", "build", "wheel", "playwright>=1.40"],
+        "dev": ["pytest>=7", "ruff", "build", "wheel", "playwright>=1.65"],
         "rembg": ["rembg"],
         "slurm": ["hydra-submitit-launcher"],
         "joblib": ["hydra-joblib-launcher"],

@@ -26,7 +26,7 @@ Meshes and the web viewer (``format=``)::
     python -m animate124.export run_dir=outputs/cat format=mesh mesh.mode=tracked  # one mesh, morph targets (shape keys)
     python -m animate124.export run_dir=outputs/cat format=viewer                  # offline HTML player → <run_dir>/viewer
 
-(docs/mesh_export.md: the defaults, the axes, where ``mesh.mode=tracked`` fails.)
+(docs/mesh_export.md: the defaults, the axes, where ``mesh.mode=tracked`` fails, the viewer's controls.)
 
 Outputs: the rgb video/frames at ``out``, optionally ``<out>_depth`` / ``<out>_alpha`` and ``<out>_sheet.png``
 (contact sheet: sheet_views azimuths × sheet_times times). Config schema: ``animate124/config/export.py``.
