@@ -78,7 +78,8 @@ setup(
         "pygltflib>=1.16",
     ],
     extras_require={
-        "dev": ["pytest>=7", "ruff", "build", "wheel", "playwright>=1.65"],
+        "dev": ["pytest>=7", "ruff", "build", "wheel", "playwright>=1.65", "xatlas>=0.0.11"],
+        "texture": ["xatlas>=0.0.11"],
         "rembg": ["rembg"],
         "slurm": ["hydra-submitit-launcher"],
         "joblib": ["hydra-joblib-launcher"],

@@ -205,6 +205,7 @@ def export_mesh(cfg: ExportConfig, scene: Scene) -> list[Path]:
     """``format=mesh``: ``out`` (default <run_dir>/mesh)/mesh_seq/frame_NNN.ply, animated.glb, mesh_report.json."""
     from animate124.exporting import gltf
     from animate124.exporting.mesh import extract_mesh, mesh_volume, track_mesh, voxel_size, write_ply
+    from animate124.exporting.texture import bake_texture
 
     m = cfg.mesh
     mode = str(getattr(m.mode, "value", m.mode))
@@ -228,7 +229,8 @@ def export_mesh(cfg: ExportConfig, scene: Scene) -> list[Path]:
         report["frames"] = [{"time": f.time, "vertices": len(f.vertices), "faces": len(f.faces),
                              "volume": mesh_volume(f)} for f in frames]
         if m.glb:
-            written.append(gltf.write_flipbook_glb(frames, out / "animated.glb", cfg.fps))
+            glb_frames = [bake_texture(scene.field, f, m.texture_size) for f in frames] if m.texture else frames
+            written.append(gltf.write_flipbook_glb(glb_frames, out / "animated.glb", cfg.fps))
     else:
         track = track_mesh(scene.field, frames[0], times, m.threshold, report["voxel"], m.track_iters, m.track_smooth)
         report["frames"] = [{"time": t, "mean_distance": d, "mean_distance_voxels": d / report["voxel"]}
@@ -238,7 +240,8 @@ def export_mesh(cfg: ExportConfig, scene: Scene) -> list[Path]:
             log.info("tracked mesh τ=%.3f: mean distance to the iso-surface %.4g (%.2f voxels)", t, d,
                      d / report["voxel"])
         if m.glb:
-            written.append(gltf.write_morph_glb(track, out / "animated.glb", cfg.fps))
+            textured = bake_texture(scene.field, frames[0], m.texture_size) if m.texture else None
+            written.append(gltf.write_morph_glb(track, out / "animated.glb", cfg.fps, textured))
     write_json_atomic(out / "mesh_report.json", report)
     return written + [out / "mesh_report.json"]
 

@@ -111,6 +111,10 @@ class MeshConfig:
     """Write mesh_seq/frame_NNN.ply (flipbook) or mesh_seq/frame_000.ply (tracked, the τ = start mesh)."""
     glb: bool = True
     """Write animated.glb (+y up: the world's +z is rotated to glTF's +y)."""
+    texture: bool = False
+    """Bake the albedo into a UV texture (xatlas unwrap; mesh.texture_size²) instead of GLB vertex colours."""
+    texture_size: int = 512
+    """Side of the baked texture (pixels), one per GLB mesh."""
     track_iters: int = 8
     """tracked: Gauss-Newton iterations per frame (point-to-plane projection + smoothness, one sparse solve each)."""
     track_smooth: float = 1.0

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from animate124.exporting.mesh import Mesh, TrackedMesh
+from animate124.exporting.texture import TexturedMesh
 
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]], dtype=np.float32)
 """World (+z up) → glTF (+y up): v_gltf = Z_UP_TO_Y_UP @ v_world."""
@@ -65,6 +66,9 @@ class _Builder:
         self.blob = bytearray()
         self.views: list = []
         self.accessors: list = []
+        self.images: list = []
+        self.textures: list = []
+        self.materials: list = []
 
     def add(self, data: np.ndarray, kind: str, target: int | None = None, bounds: bool = False) -> int:
         """Append ``data`` (float32 or uint32) as a new bufferView + accessor; returns the accessor index."""
@@ -76,7 +80,7 @@ class _Builder:
         offset = len(self.blob)
         self.blob += data.tobytes()
         self.views.append(self.g.BufferView(buffer=0, byteOffset=offset, byteLength=data.nbytes, target=target))
-        width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}[kind]
+        width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}[kind]
         flat = data.reshape(-1, width)
         acc = self.g.Accessor(bufferView=len(self.views) - 1, componentType=comp, count=len(flat), type=kind)
         if bounds:
@@ -87,20 +91,52 @@ class _Builder:
         self.accessors.append(acc)
         return len(self.accessors) - 1
 
-    def primitive(self, mesh_vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray):
-        """A triangle primitive (POSITION, NORMAL, COLOR_0, indices) from world-space arrays."""
+    def image(self, rgb: np.ndarray) -> int:
+        """Append an [H, W, 3] uint8 image as an embedded PNG; returns the material index using it as base colour."""
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="PNG")
+        while len(self.blob) % 4:
+            self.blob.append(0)
+        self.views.append(self.g.BufferView(buffer=0, byteOffset=len(self.blob), byteLength=len(buf.getvalue())))
+        self.blob += buf.getvalue()
+        self.images.append(self.g.Image(bufferView=len(self.views) - 1, mimeType="image/png"))
+        self.textures.append(self.g.Texture(source=len(self.images) - 1, sampler=0))
+        pbr = self.g.PbrMetallicRoughness(baseColorTexture=self.g.TextureInfo(index=len(self.textures) - 1),
+                                          metallicFactor=0.0, roughnessFactor=1.0)
+        self.materials.append(self.g.Material(pbrMetallicRoughness=pbr))
+        return len(self.materials) - 1
+
+    def primitive(self, mesh_vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray | None,
+                  uvs: np.ndarray | None = None, material: int | None = None):
+        """A triangle primitive (POSITION, NORMAL, COLOR_0 or TEXCOORD_0, indices) from world-space arrays."""
         pos = to_y_up(mesh_vertices)
         attrs = self.g.Attributes(
             POSITION=self.add(pos, "VEC3", _ARRAY_BUFFER, bounds=True),
             NORMAL=self.add(vertex_normals(pos, faces), "VEC3", _ARRAY_BUFFER),
-            COLOR_0=self.add(srgb_to_linear(colours), "VEC3", _ARRAY_BUFFER),
         )
+        if uvs is not None:  # textured: no COLOR_0 (glTF multiplies it into the base colour)
+            attrs.TEXCOORD_0 = self.add(uvs.astype(np.float32), "VEC2", _ARRAY_BUFFER)
+        else:
+            attrs.COLOR_0 = self.add(srgb_to_linear(colours), "VEC3", _ARRAY_BUFFER)
         idx = self.add(faces.astype(np.uint32).ravel(), "SCALAR", _ELEMENT_ARRAY_BUFFER, bounds=True)
-        return self.g.Primitive(attributes=attrs, indices=idx, mode=4)
+        return self.g.Primitive(attributes=attrs, indices=idx, mode=4, material=material)
+
+    def mesh_primitive(self, mesh):
+        """Primitive of a Mesh (vertex colours) or a TexturedMesh (UVs + its own baked texture)."""
+        if hasattr(mesh, "texture"):
+            return self.primitive(mesh.vertices, mesh.faces, None, mesh.uvs, self.image(mesh.texture))
+        return self.primitive(mesh.vertices, mesh.faces, mesh.colours)
 
     def save(self, gltf, path: Path) -> Path:
         gltf.asset = self.g.Asset(version="2.0", generator="animate124")
         gltf.bufferViews, gltf.accessors = self.views, self.accessors
+        if self.images:
+            gltf.images, gltf.textures, gltf.materials = self.images, self.textures, self.materials
+            gltf.samplers = [self.g.Sampler(magFilter=9729, minFilter=9729, wrapS=33071, wrapT=33071)]
         gltf.buffers = [self.g.Buffer(byteLength=len(self.blob))]
         gltf.set_binary_blob(bytes(self.blob))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,8 +144,11 @@ class _Builder:
         return path
 
 
-def write_flipbook_glb(meshes: Sequence[Mesh], path: str | Path, fps: float = 24.0) -> Path:
-    """One node per frame, visible (scale 1) only during its frame: key times k/fps, STEP; a last key at N/fps."""
+def write_flipbook_glb(meshes: Sequence[Mesh | TexturedMesh], path: str | Path, fps: float = 24.0) -> Path:
+    """One node per frame, visible (scale 1) only during its frame: key times k/fps, STEP; a last key at N/fps.
+
+    TexturedMesh frames (``exporting/texture.py``) each carry their own baked texture instead of vertex colours.
+    """
     if not meshes:
         raise ValueError("write_flipbook_glb needs at least one mesh")
     b = _Builder()
@@ -117,7 +156,7 @@ def write_flipbook_glb(meshes: Sequence[Mesh], path: str | Path, fps: float = 24
     n = len(meshes)
     gmeshes, nodes = [], []
     for k, m in enumerate(meshes):
-        gmeshes.append(g.Mesh(name=f"frame_{k:03d}", primitives=[b.primitive(m.vertices, m.faces, m.colours)]))
+        gmeshes.append(g.Mesh(name=f"frame_{k:03d}", primitives=[b.mesh_primitive(m)]))
         nodes.append(g.Node(name=f"frame_{k:03d}", mesh=k, scale=[1.0, 1.0, 1.0] if k == 0 else [0.0, 0.0, 0.0],
                             extras={"time": float(m.time)}))
     key_times = np.arange(n + 1, dtype=np.float32) / float(fps)
@@ -133,14 +172,23 @@ def write_flipbook_glb(meshes: Sequence[Mesh], path: str | Path, fps: float = 24
     return b.save(gltf, Path(path))
 
 
-def write_morph_glb(track: TrackedMesh, path: str | Path, fps: float = 24.0) -> Path:
-    """One mesh, one morph target per frame (frame k − frame 0), a LINEAR ``weights`` animation over k/fps."""
+def write_morph_glb(track: TrackedMesh, path: str | Path, fps: float = 24.0,
+                    textured: TexturedMesh | None = None) -> Path:
+    """One mesh, one morph target per frame (frame k − frame 0), a LINEAR ``weights`` animation over k/fps.
+
+    With ``textured`` (the base mesh unwrapped by ``exporting/texture.py``) the mesh carries its UVs and texture; its
+    vertices (split along UV seams) take the morph offsets of their source vertices (``textured.vmapping``).
+    """
     b = _Builder()
     g = b.g
     n = len(track.positions)
-    prim = b.primitive(track.positions[0], track.base.faces, track.base.colours)
-    base = to_y_up(track.positions[0])
-    prim.targets = [g.Attributes(POSITION=b.add(to_y_up(p) - base, "VEC3", _ARRAY_BUFFER, bounds=True))
+    vmap = textured.vmapping if textured is not None else np.arange(len(track.positions[0]))
+    if textured is not None:
+        prim = b.primitive(track.positions[0][vmap], textured.faces, None, textured.uvs, b.image(textured.texture))
+    else:
+        prim = b.primitive(track.positions[0], track.base.faces, track.base.colours)
+    base = to_y_up(track.positions[0][vmap])
+    prim.targets = [g.Attributes(POSITION=b.add(to_y_up(p[vmap]) - base, "VEC3", _ARRAY_BUFFER, bounds=True))
                     for p in track.positions]
     names = [f"frame_{k:03d}" for k in range(n)]
     mesh = g.Mesh(name="tracked", primitives=[prim], weights=[1.0] + [0.0] * (n - 1),
