@@ -75,8 +75,8 @@ setup(
     extras_require={
         "dev": ["pytest>=7", "ruff", "build", "wheel"],
         "rembg": ["rembg"],
-        "slurm": ["hydra-submitit-launcher"],
-        "joblib": ["hydra-joblib-launcher"],
+        "slurm": ["hydra-submitit-launcher>=1.2.0", "submitit>=1.4.6"],  # 1.4.4+ reads SUBMITIT_PREEMPT_SIGNAL
+        "joblib": ["hydra-joblib-launcher>=1.2.0", "joblib>=0.14"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
