@@ -54,7 +54,7 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path):
     sweep = tmp_path / "sweep"
     run = sweep / "job"
     cmd = [sys.executable, "-m", "animate124.run", "-m", "hydra/launcher=submitit_local", "preset=smoke", "phase=fit",
-           "render.grid_resolution=16", f"data.path={scene}", "phase.max_steps=40", "phase.checkpoint_every=3",
+           "render.grid_resolution=16", f"data.path={scene}", "phase.max_steps=20", "phase.checkpoint_every=3",
            "phase.progress=false", "seed=5", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job"]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -73,6 +73,6 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path):
     assert proc.returncode == 0, out[-3000:] + logs[-3000:]
     assert "received SIGUSR2: saving a checkpoint" in logs and "Requeued job" in logs
     report = json.loads((run / "fit" / "report.json").read_text())
-    assert report["complete"] and report["step"] == 40 and report["sessions"] == 2
+    assert report["complete"] and report["step"] == 20 and report["sessions"] == 2
     assert report["start_step"] >= 3 and report["resumed_from"].endswith(f"step-{report['start_step']:07d}")
     assert report["job_id"] == holder["job_id"]  # the same (requeued) job
