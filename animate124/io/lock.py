@@ -110,6 +110,7 @@ class RunLock:
         self.took_over: dict[str, Any] | None = None
         """The holder this lock replaced, with the reason (None for a fresh lock)."""
         self._stop = threading.Event()
+        self._write_lock = threading.Lock()  # the heartbeat thread and a checkpoint may beat at the same time
         self._thread: threading.Thread | None = None
         self._depth = 0
         self._outer: RunLock | None = None
@@ -188,8 +189,9 @@ class RunLock:
         if not self.owned():
             raise RunLockedError(f"the lock of run_dir {self.run_dir} was taken over by "
                                  f"{describe(read_lock(self.path) or {})}; this run stops so the two do not mix")
-        tmp = self._write_tmp()
-        os.replace(tmp, self.path)
+        with self._write_lock:
+            tmp = self._write_tmp()
+            os.replace(tmp, self.path)
 
     def release(self) -> None:
         """Drop the lock (only the file that holds our token is removed)."""
