@@ -145,8 +145,8 @@ STAGES = [
     Stage("build", 100, 60, build_cmds),
     Stage("pytest", 45, 240, pytest_cmds),
     Stage("bench", 45, 90, bench_cmds),
-    *[Stage(f"phase_{p}", 30 if p != "textual_inversion" else 25, 150, phase_cmds(p)) for p in PHASES],
-    Stage("estimate", 30, 150, estimate_cmds, optional=True),
+    *[Stage(f"phase_{p}", 30 if p != "textual_inversion" else 25, 300, phase_cmds(p)) for p in PHASES],
+    Stage("estimate", 30, 180, estimate_cmds, optional=True),
 ]
 
 
@@ -298,10 +298,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", default=None, help="scratch folder (default /tmp/a124_gpu_check[_rehearse])")
     p.add_argument("--wheels", default=".whl", help="wheel folder (scripts/gpu/wheels.sh)")
     p.add_argument("--deadline", type=float, default=None,
-                   help="seconds for the whole check (default 285 on the GPU, 900 in --rehearse on a shared CPU)")
+                   help="seconds for the whole check (default 285 on the GPU, 1800 in --rehearse on a shared CPU)")
     args = p.parse_args(argv)
     names = {s.name for s in STAGES}
-    args.deadline = args.deadline or (900.0 if args.rehearse else 285.0)
+    args.deadline = args.deadline or (1800.0 if args.rehearse else 285.0)
     args.only = [s for s in args.only.split(",") if s]
     bad = [s for s in args.only if s not in names]
     if bad:

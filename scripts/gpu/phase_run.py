@@ -126,7 +126,7 @@ def run_phase(args: argparse.Namespace) -> int:
     from animate124.io.run_dir import phase_dirs
     from animate124.run import main as run_main
 
-    steps = args.steps or (3 if args.rehearse else GPU_STEPS[args.phase] + args.warmup)
+    steps = args.steps or (2 if args.rehearse else GPU_STEPS[args.phase] + args.warmup)
     shutil.rmtree(phase_dirs(args.run_dir, args.phase).root, ignore_errors=True)  # a rerun times fresh steps, not a resume
     ov = overrides(args.phase, args.run_dir, args.rehearse, steps)
     record = {"phase": args.phase, "command": "python -m animate124.run " + " ".join(ov), "max_steps": steps,
