@@ -47,7 +47,10 @@ def rehearse_overrides(phase: str) -> list[str]:
             out.append("phase." + o[len(f"phase.{phase}."):])
         elif not o.startswith("phase."):
             out.append(o)
-    return out + (["phase.known_iters=0"] if phase == "static" else [])
+    cheaper = {"static": ["phase.known_iters=0", "phase.val_views=1", "phase.val_size=32"],
+               "dynamic": ["phase.time_slots=2", "phase.val_frames=2", "phase.val_size=32"],
+               "refine": ["phase.time_slots=2", "phase.val_frames=2", "phase.val_size=32"]}
+    return out + cheaper.get(phase, [])  # the occupancy re-estimate at 16 slot times and the final videos dominate on CPU
 
 
 def overrides(phase: str, run_dir: Path, rehearse: bool, steps: int) -> list[str]:
