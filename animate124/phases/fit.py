@@ -28,7 +28,7 @@ from animate124.errors import CheckpointError, InputError
 from animate124.fields import build_field, load_field_state
 from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, split_state
 from animate124.phases.base import Phase, StepOutput
-from animate124.render.cameras import Cameras
+from animate124.render.cameras import Cameras, fp32_geometry
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
 
@@ -41,6 +41,7 @@ def psnr(pred: Tensor, target: Tensor) -> float:
     return -10.0 * math.log10(max(mse, 1e-12))
 
 
+@fp32_geometry  # float32 rays under AMP (an fp16 einsum would give fp16 directions next to fp32 origins)
 def pixel_rays(split: DNeRFSplit, frame: Tensor, pixel: Tensor) -> tuple[Tensor, Tensor]:
     """Rays through pixel centres of the given frames (same convention as ``render.cameras.get_rays``).
 

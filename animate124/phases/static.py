@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from typing import Any, Optional
 
 import imageio.v3 as iio
@@ -56,6 +57,8 @@ from animate124.types import GuidanceContext, RenderOutput
 log = logging.getLogger(__name__)
 
 REF_ELEVATION, REF_AZIMUTH, REF_RADIUS = 0.0, 0.0, 1.8
+Stats = dict[str, Tensor | float]
+"""Step statistics: detached device tensors or host floats (phases.base.host_stats reads them at log time)."""
 
 
 def default_static_prompt(prompt: str) -> str:
@@ -145,8 +148,8 @@ class StaticPhase(Phase):
         p = self.pcfg
         if step < p.normal_shading_ratio * self.max_steps:
             return "normal", 1.0
-        ambient = p.ambient_min + (1.0 - p.ambient_min) * float(torch.rand(()))
-        return ("textureless" if float(torch.rand(())) < p.textureless_rate else "lambertian"), ambient
+        ambient = p.ambient_min + (1.0 - p.ambient_min) * random.random()  # host RNG: no device sync
+        return ("textureless" if random.random() < p.textureless_rate else "lambertian"), ambient
 
     # ------------------------------------------------------------------ steps
     def train_step(self, step: int) -> StepOutput:
@@ -159,7 +162,7 @@ class StaticPhase(Phase):
         stats.update(reg_stats)
         return StepOutput(loss + reg, stats)
 
-    def _reference_step(self) -> tuple[RenderOutput, Tensor, dict[str, float]]:
+    def _reference_step(self) -> tuple[RenderOutput, Tensor, Stats]:
         p, ref = self.pcfg, self.ref
         cams = reference_camera(p.ref_size, REF_RADIUS, p.fovy, self.device)
         out = self.renderer.render(cams, background=torch.ones(3, device=self.device), shading="albedo")
@@ -175,7 +178,7 @@ class StaticPhase(Phase):
             stats["ref/depth"] = _f(l_depth)
         return out, loss, stats
 
-    def _sds_step(self, step: int) -> tuple[RenderOutput, Tensor, dict[str, float]]:
+    def _sds_step(self, step: int) -> tuple[RenderOutput, Tensor, Stats]:
         p, dev = self.pcfg, self.device
         elev, azim, rad = sample_random_views(1, None, p.uniform_sphere_rate, tuple(p.elevation_range))
         cams = Cameras.from_spherical(elev, azim, rad, p.render_size, p.fovy).to(dev)
@@ -188,17 +191,17 @@ class StaticPhase(Phase):
         ctx = GuidanceContext(step=step, elevation=elev.view(1, 1), azimuth=azim.view(1, 1), radius=rad.view(1, 1),
                               ref_elevation=REF_ELEVATION, ref_azimuth=REF_AZIMUTH, ref_radius=REF_RADIUS)
         loss = images.new_zeros(())
-        stats: dict[str, float] = {"ref_step": 0.0, "ambient": ambient}
+        stats: Stats = {"ref_step": 0.0, "ambient": ambient}
         for term in self.terms:
             g = term(images, ctx)
             loss = loss + g.loss
             stats.update(g.stats)
         return out, loss, stats
 
-    def _regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
+    def _regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, Stats]:
         p = self.pcfg
         loss = out.rgb.new_zeros((), dtype=torch.float32)
-        stats: dict[str, float] = {}
+        stats: Stats = {}
         lam_ent = L.ramp_weight(step, int(p.entropy_ramp * self.max_steps), p.lambda_entropy)
         if lam_ent > 0 and out.sample_weights is not None and out.sample_weights.numel() > 0:
             ent = L.opacity_entropy(out.sample_weights)
@@ -247,8 +250,9 @@ class StaticPhase(Phase):
         return {"inputs": self.inputs}
 
 
-def _f(x: Tensor) -> float:
-    return float(x.detach())
+def _f(x: Tensor) -> Tensor:
+    """A loss as a logged statistic: detached, still on the device (read on the host at log time only)."""
+    return x.detach()
 
 
 PHASE = StaticPhase
