@@ -134,3 +134,47 @@ def test_image_video_loss_comes_back_on_the_images_device(tiny_models):
         assert out.loss.device == images.device
         total = images.new_zeros(()) + out.loss
     assert total.device.type == "cuda"
+
+
+# ------------------------------------------------------------------------------------------------------ defect 8
+def test_static_sds_balance_gradient_ratio(tmp_path):
+    """original: SDS-step gradients are 2^-16 of corrected's (no scaler on the CPU); reference steps are unchanged."""
+    import random
+
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    import animate124.config.store  # noqa: F401
+    from animate124.phases.static import StaticPhase
+
+    yy, xx = np.mgrid[:32, :32]
+    alpha = (((yy - 16) ** 2 + (xx - 16) ** 2) < 100).astype(np.uint8) * 255
+    Image.fromarray(np.stack([alpha, alpha // 2, alpha // 3, alpha], -1).astype(np.uint8), "RGBA").save(tmp_path / "b.png")
+    with initialize_config_module("animate124.configs", version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("run", overrides=[
+            "phase=static", "models=tiny", "field=small", "render=fast", "render.grid_resolution=16",
+            "render.max_steps=48", "phase.ref_size=16", "phase.render_size=16", f"image={tmp_path / 'b.png'}",
+            "prompt=a ball", "guidance.sd.resolution=64", "guidance.zero123.enabled=false",
+            "phase.known_iters=1", "phase.known_interval=100", "phase.lambda_entropy=0",
+            "phase.lambda_orient=0", "phase.lambda_normal_tv=0", "phase.lambda_normal_blur=0"]))
+    assert cfg.phase.sds_balance == "original"  # the static phase's default
+    phase = StaticPhase(cfg, tmp_path / "run")
+    phase.build()
+    grads = {}
+    for mode in ("original", "corrected"):
+        phase.pcfg.sds_balance = mode
+        for step in (0, 1):  # a reference step, then an SDS step (same draws in both modes)
+            torch.manual_seed(10 + step)
+            random.seed(10 + step)
+            phase.optimizer.zero_grad(set_to_none=True)
+            phase.train_step(step).loss.backward()
+            grads[mode, step] = torch.cat([p.grad.flatten() for g in phase.optimizer.param_groups
+                                           for p in g["params"] if p.grad is not None])
+    ratio = {m: grads[m, 1].norm() / grads[m, 0].norm() for m in ("original", "corrected")}
+    assert float(ratio["corrected"]) > 0
+    assert float(ratio["original"] / ratio["corrected"]) == pytest.approx(2.0 ** -16, rel=1e-4)
+    torch.testing.assert_close(grads["original", 0], grads["corrected", 0], rtol=0, atol=0)
+    # with a running GradScaler the factor is 1/scale (read as a device tensor, no host sync)
+    phase.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    phase.pcfg.sds_balance = "original"
+    assert float(phase.sds_factor()) == 2.0 ** -10

@@ -126,6 +126,8 @@ class Phase:
         self.occupancy: nn.Module | None = None
         self.history: list[dict[str, float]] = []
         """Validation metrics over the run (step, train time, metrics), restored on resume."""
+        self.grad_scaler: torch.amp.GradScaler | None = None
+        """The loop's GradScaler (set by :func:`train`; disabled when AMP is off)."""
 
     # ------------------------------------------------------------------ to implement / override
     def build(self) -> None:
@@ -351,6 +353,7 @@ def train(phase: Phase) -> dict[str, Any]:
     phase.build()
     amp = phase._amp()
     session = _Session(phase, torch.amp.GradScaler("cuda", enabled=amp))
+    phase.grad_scaler = session.scaler  # e.g. the static phase's sds_balance=original reads its scale
     _resume(session)
     phase.dirs.config.write_text(OmegaConf.to_yaml(OmegaConf.create(phase.config_dict)))
     interval = max(1, int(phase.cfg.render.update_interval))

@@ -27,6 +27,7 @@ from animate124 import ops
 from animate124.config.schema import RenderBackend, RenderConfig
 from animate124.errors import ConfigError
 from animate124.ops import inference as ops_inference
+from animate124.ops.raymarch import check_values
 from animate124.render.cameras import Cameras, autocast_off, fp32_geometry, get_rays
 from animate124.render.occupancy import OccupancyGrid
 from animate124.types import RaySamples, RenderOutput
@@ -41,7 +42,9 @@ _NERFACC_HINT = "render.backend=nerfacc needs CUDA and nerfacc; use render.backe
 def sample_ray_indices(rays: Tensor, n_samples: int) -> Tensor:
     """Ray index of every packed sample, from the per-ray (offset, count) table.
 
-    Works whatever order the marcher assigned the offsets in (the CUDA marcher allocates them atomically).
+    Works whatever order the marcher assigned the offsets in (the CUDA marcher allocates them atomically). No host
+    sync: the output size is the known ``n_samples``, and the packing check is a device-side assert on the GPU
+    (:func:`animate124.ops.raymarch.check_values`; a ``ValueError`` on the CPU).
 
     Args:
         rays: [N, 2] int (offset, count).
@@ -51,15 +54,14 @@ def sample_ray_indices(rays: Tensor, n_samples: int) -> Tensor:
         [M] int64 ray index of each sample.
     """
     offsets, counts = rays[:, 0].long(), rays[:, 1].long()
-    nonempty = (counts > 0).nonzero().squeeze(-1)
-    order = nonempty[torch.argsort(offsets[nonempty])]
-    ids = torch.repeat_interleave(order, counts[order])
-    if ids.shape[0] != n_samples:
-        raise ValueError(f"ray table covers {ids.shape[0]} samples but {n_samples} were marched")
-    starts = offsets[order]
-    if order.numel() and not bool((torch.cumsum(counts[order], 0) - counts[order] == starts - starts[0]).all()):
-        raise ValueError("marched samples are not packed contiguously per ray")
-    return ids
+    order = torch.argsort(offsets, stable=True)  # empty rays repeat nothing, wherever they sort
+    starts, sorted_counts = offsets[order], counts[order]
+    nonempty = sorted_counts > 0
+    base = torch.where(nonempty, starts, starts.new_full((), torch.iinfo(torch.int64).max)).amin() if len(order) else 0
+    packed = ((torch.cumsum(sorted_counts, 0) - sorted_counts == starts - base) | ~nonempty).all()
+    check_values(packed & (sorted_counts.sum() == n_samples),
+                 f"the ray table must cover the {n_samples} marched samples, packed contiguously per ray")
+    return torch.repeat_interleave(order, sorted_counts, output_size=n_samples)
 
 
 def _per_ray(value: Tensor | None, n: int, default: Callable[[], Tensor], name: str) -> Tensor:
