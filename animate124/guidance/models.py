@@ -38,8 +38,10 @@ from animate124.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 1
-"""Bump when a tiny builder changes, so stale cached tiny models are not reused."""
+TINY_VERSION = 2
+"""Bump when a tiny builder changes, so stale cached tiny models are not reused (2: seeded builds)."""
+TINY_SEED = 0
+"""Every tiny model is built under torch.manual_seed(TINY_SEED) (reproducible caches)."""
 TINY_DIM = 32
 """Hidden size of every tiny model (text/image embedding = UNet cross-attention dim)."""
 CLIP_MAX_LENGTH = 77
@@ -188,7 +190,10 @@ def _build_tiny(target: Path, subfolder: Optional[str], builder: Callable[[], An
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    obj = builder()
+    # Seeded: a tiny model's weights must not depend on which test happened to build the cache first.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        obj = builder()
     obj.save_pretrained(str(tmp))
     try:
         os.rename(tmp, dest)
