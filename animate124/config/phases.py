@@ -2,6 +2,10 @@
 
 Step counts are per phase (not cumulative like the original's ``--iters``; spec §14.4).
 Each phase class is owned by the module that implements it (phases/<name>.py); keep edits to your own class.
+
+:data:`PHASES` (at the end) is the one table of phases: the ConfigStore entries (``config/store.py``), the module of
+each kind (``animate124.phases.<kind>``), the order of ``phase=all`` (:func:`chain_order`) and the phases a scene
+can be loaded from (:func:`scene_phases`) all derive from it.
 """
 
 from __future__ import annotations
@@ -290,3 +294,50 @@ class AllPhasesConfig:
     """Side of the final video's frames."""
     video_fps: float = 24.0
     """Frame rate of the final video."""
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One row of :data:`PHASES`."""
+
+    kind: PhaseKind
+    """The phase (``phase=<kind>``; its module is ``animate124.phases.<kind>``, its YAML ``configs/phase/<kind>.yaml``)."""
+    config: type
+    """Its config dataclass (stored as ``phase/base_<kind>``)."""
+    chain: bool = False
+    """A step of ``phase=all``, run in table order (and a field of :class:`AllPhasesConfig`)."""
+    scene: bool = False
+    """Leaves a renderable field + occupancy grid (export, metrics, the next phase's start)."""
+    dynamic: bool = True
+    """Its field takes a time input (scene phases only)."""
+
+
+PHASES: tuple[PhaseSpec, ...] = (
+    PhaseSpec(PhaseKind.fit, FitPhaseConfig, scene=True),
+    PhaseSpec(PhaseKind.textual_inversion, TextualInversionPhaseConfig, chain=True),
+    PhaseSpec(PhaseKind.static, StaticPhaseConfig, chain=True, scene=True, dynamic=False),
+    PhaseSpec(PhaseKind.dynamic, DynamicPhaseConfig, chain=True, scene=True),
+    PhaseSpec(PhaseKind.refine, RefinePhaseConfig, chain=True, scene=True),
+    PhaseSpec(PhaseKind.all, AllPhasesConfig),
+)
+"""Every phase, in pipeline order (adding a phase: a row here, its config class above, its YAML and its module)."""
+
+
+def phase_module(kind: PhaseKind | str) -> str:
+    """The module implementing phase ``kind``: ``animate124.phases.<kind>``."""
+    return f"animate124.phases.{PhaseKind(kind).value}"
+
+
+def chain_order() -> tuple[str, ...]:
+    """The phases ``phase=all`` runs, in order."""
+    return tuple(s.kind.value for s in PHASES if s.chain)
+
+
+def scene_phases() -> tuple[str, ...]:
+    """Phases with a renderable field, latest first (export and metrics load the latest finished one)."""
+    return tuple(s.kind.value for s in reversed(PHASES) if s.scene)
+
+
+def static_phases() -> tuple[str, ...]:
+    """Scene phases whose field has no time input."""
+    return tuple(s.kind.value for s in PHASES if s.scene and not s.dynamic)

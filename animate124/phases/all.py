@@ -20,14 +20,15 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from animate124.config.phases import AllPhasesConfig
+from animate124.config.phases import AllPhasesConfig, chain_order
 from animate124.data.case import apply_case
 from animate124.io.report import read_report, write_report
 from animate124.io.run_dir import phase_dirs, phase_done, save_inputs
 
 log = logging.getLogger(__name__)
 
-ORDER = ("textual_inversion", "static", "dynamic", "refine")
+ORDER = chain_order()
+"""textual_inversion → static → dynamic → refine (the chain rows of config/phases.py::PHASES)."""
 
 
 def _fmt_time(seconds: Optional[float]) -> str:

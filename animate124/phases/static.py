@@ -107,7 +107,7 @@ class StaticPhase(Phase):
         """
         cfg, p, dev = self.cfg, self.pcfg, self.device
         self.inputs = resolve_inputs(cfg, self.run_dir)
-        ref = load_reference(self.inputs["image"], depth=self.inputs["depth"])
+        ref = load_reference(self.inputs["image"], depth=self.inputs["depth"], check=True)
         self.ref = ref.at(p.ref_size).to(dev)
         self.field = build_field(cfg.field, dynamic=dynamic).to(dev)
         self.occupancy = OccupancyGrid(cfg.render.grid_resolution, p.time_slots, cfg.field.bound,
