@@ -73,6 +73,25 @@ def check_gpu_memory_gb(value: float | None) -> None:
                           f"(e.g. gpu_memory_gb=24) or leave it unset")
 
 
+def apply_memory_budget(obj: Any, run_dir: Path) -> Any:
+    """``gpu_memory_gb`` set: the estimator's budget planner turns memory levers on (exact ones first) until every
+    phase's estimate fits. The levers go to ``<run_dir>/memory_budget.json`` and, as ``memory_lever=...`` tags, to
+    report.json; each is logged (by the planner) with its estimated time cost and whether it changes results."""
+    import dataclasses
+    import json
+
+    from animate124.estimate.levers import plan
+
+    planned, budget = plan(obj, float(obj.gpu_memory_gb))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "memory_budget.json").write_text(json.dumps(budget, indent=1, default=str))
+    if not budget["fits"]:
+        log.warning("gpu_memory_gb=%g: the estimate does not fit even with every lever on; running anyway",
+                    obj.gpu_memory_gb)
+    tags = [f"memory_lever={lv['override']}" for lv in budget["levers"]]
+    return dataclasses.replace(planned, extra=[*planned.extra, *tags])
+
+
 def _run(cfg: DictConfig) -> dict[str, Any]:
     """Convert the composed config and run the phase in Hydra's run dir."""
     from animate124.io.run_dir import save_inputs
@@ -81,6 +100,8 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     obj = OmegaConf.to_object(cfg)
     check_gpu_memory_gb(obj.gpu_memory_gb)
+    if obj.gpu_memory_gb is not None:
+        obj = apply_memory_budget(obj, run_dir)
     if obj.image or obj.prompt or obj.static_prompt or obj.case.name:
         save_inputs(run_dir, image=obj.image, prompt=obj.prompt, static_prompt=obj.static_prompt, case=obj.case.name)
     report = run_phase(obj, run_dir)
