@@ -191,6 +191,26 @@ def load(
 # --------------------------------------------------------------------------------------------- prompts
 
 
+_TRUNCATED: set[str] = set()
+
+
+def warn_truncated(tokenizer: Any, prompts: Sequence[str], max_len: int) -> list[str]:
+    """Log one warning per prompt longer than the tokenizer's limit (it is truncated); returns those prompts."""
+    long = []
+    for prompt in dict.fromkeys(prompts):
+        n = len(tokenizer(prompt, truncation=False).input_ids)
+        if n > max_len:
+            long.append(prompt)
+            if prompt not in _TRUNCATED:
+                _TRUNCATED.add(prompt)
+                kept = tokenizer.decode(tokenizer(prompt, truncation=True, max_length=max_len).input_ids,
+                                        skip_special_tokens=True)
+                log.warning("prompt %r is %d tokens; the text encoder reads %d, so it is truncated after %r; shorten "
+                            "it to keep the rest", prompt[:60] + ("..." if len(prompt) > 60 else ""), n, max_len,
+                            kept[-40:])
+    return long
+
+
 def encode_prompts(tokenizer: Any, text_encoder: nn.Module, prompts: Sequence[str]) -> Tensor:
     """CLIP text embeddings (last hidden state) of ``prompts``.
 
@@ -198,6 +218,7 @@ def encode_prompts(tokenizer: Any, text_encoder: nn.Module, prompts: Sequence[st
         [n, 77, D] in the text encoder's dtype, on its device (no grad).
     """
     max_len = min(int(getattr(tokenizer, "model_max_length", CLIP_MAX_LENGTH)), CLIP_MAX_LENGTH)
+    warn_truncated(tokenizer, prompts, max_len)
     ids = tokenizer(list(prompts), padding="max_length", max_length=max_len, truncation=True,
                     return_tensors="pt").input_ids
     device = next(text_encoder.parameters()).device

@@ -99,7 +99,7 @@ class GenerationPhase(Phase):
         """
         cfg, p, dev = self.cfg, self.pcfg, self.device
         self.inputs = resolve_inputs(cfg, self.run_dir)
-        ref = load_reference(self.inputs["image"], depth=self.inputs["depth"])
+        ref = load_reference(self.inputs["image"], depth=self.inputs["depth"], check=True)
         self.ref = ref.at(p.ref_size).to(dev)
         self.field = build_field(cfg.field, dynamic=self.dynamic).to(dev)
         self.occupancy = OccupancyGrid.from_config(cfg.render, p.time_slots, cfg.field.bound).to(dev)
