@@ -77,11 +77,16 @@ setup(
     package_dir={"animate124.configs": "configs"},
     package_data={"animate124.configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml"]},
     include_package_data=True,
+    # True floors (issue 11; the API behind each is listed in docs/dependencies.md):
+    # torch 2.4: torch.amp.custom_fwd(device_type=), torch.is_autocast_enabled(device_type); 2.3: GradScaler("cuda").
+    # transformers 4.56: from_pretrained(dtype=) (was torch_dtype); 4.46: resize_token_embeddings(mean_resizing=).
+    # huggingface_hub 0.24: huggingface_hub.errors (GatedRepoError, EntryNotFoundError, HfHubHTTPError).
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.4",
         "numpy",
         "diffusers>=0.30",
-        "transformers>=4.40",
+        "transformers>=4.56",
+        "huggingface_hub>=0.24",
         "accelerate",
         "safetensors",
         "kornia",

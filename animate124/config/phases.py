@@ -125,6 +125,18 @@ class TextualInversionPhaseConfig(TrainLoopConfig):
     """The original's heavy augmentations (pixels mapped to [-1, 1] before the VAE: fixes spec §14.10)."""
 
 
+class SDSBalance(str, Enum):
+    """How strong SDS is relative to the reference / regulariser losses in the static phase."""
+
+    original = "original"
+    """As in the original's static stage, whose ``latents.backward(grad)`` bypassed the GradScaler (spec §14.2): the
+    SDS terms are divided by the scaler's current scale (about 2^16 and growing), or by a fixed 2^16 where no
+    scaler runs (CPU / amp off). Adam's per-parameter normalisation restores full strength only where the reference
+    view gives no gradient. The published results came from this balance."""
+    corrected = "corrected"
+    """SDS at the λ's face value, through the scaler like every other term (the reparameterised loss)."""
+
+
 @dataclass
 class ReferenceLossConfig:
     """Reference-view losses of the generation phases (the input view at τ = 0: rgb, mask, depth; spec §7.1)."""
@@ -220,6 +232,9 @@ class StaticPhaseConfig(GenerationPhaseConfig):
     """Validation: this many azimuths at elevation 0, saved side by side as one PNG."""
     val_size: int = 256
     """Validation render size."""
+    sds_balance: SDSBalance = SDSBalance.original
+    """original (default until someone re-tunes the λ's with real weights) or corrected; see :class:`SDSBalance`.
+    The dynamic stages always use the reparameterised (corrected) loss, as the original did there (spec §7.7)."""
 
 
 @dataclass

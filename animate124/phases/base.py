@@ -15,7 +15,7 @@ Example:
     >>> class MyPhase(Phase):
     ...     name = "fit"
     ...     def build(self): ...
-    ...     def train_step(self, step): return StepOutput(loss, {"mse": float(loss)})
+    ...     def train_step(self, step): return StepOutput(loss, {"mse": loss.detach()})
     >>> report = train(MyPhase(cfg, run_dir))
 """
 
@@ -74,8 +74,14 @@ class StepOutput:
 
     loss: Tensor
     """Scalar loss to minimise (already weighted)."""
-    stats: dict[str, float] = field(default_factory=dict)
-    """Float statistics for TensorBoard / the progress bar."""
+    stats: dict[str, Tensor | float] = field(default_factory=dict)
+    """Statistics for TensorBoard / the progress bar / report.json: detached 0-dim tensors (read on the host only
+    at log time, :func:`host_stats`, so a step never waits for the GPU) or plain floats."""
+
+
+def host_stats(stats: dict[str, Tensor | float]) -> dict[str, float]:
+    """Stats as Python floats (the one place where step statistics are read on the host)."""
+    return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in stats.items()}
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -126,6 +132,8 @@ class Phase:
         self.occupancy: nn.Module | None = None
         self.history: list[dict[str, float]] = []
         """Validation metrics over the run (step, train time, metrics), restored on resume."""
+        self.grad_scaler: torch.amp.GradScaler | None = None
+        """The loop's GradScaler (set by :func:`train`; disabled when AMP is off)."""
 
     # ------------------------------------------------------------------ to implement / override
     def build(self) -> None:
@@ -207,7 +215,8 @@ class _Session:
     resumed_from: str | None = None
     t0: float = field(default_factory=time.perf_counter)
     val_time: float = 0.0
-    last_stats: dict[str, float] = field(default_factory=dict)
+    last_stats: dict[str, Tensor | float] = field(default_factory=dict)
+    """The last step's loss and stats, kept as tensors; converted by :func:`host_stats` when written."""
     last_saved: int = -1
     prev_train_time: float = 0.0
     """Training time (s, without validation) of earlier sessions, from the resumed checkpoint."""
@@ -295,7 +304,7 @@ def _optimizer_step(phase: Phase, session: _Session, loss: Tensor) -> None:
 
 def _log_scalars(writer: Any, phase: Phase, step: int, out: StepOutput) -> None:
     writer.add_scalar("train/loss", float(out.loss.detach()), step)
-    for key, value in out.stats.items():
+    for key, value in host_stats(out.stats).items():
         writer.add_scalar(f"train/{key}", value, step)
     if phase.optimizer is not None:
         for i, group in enumerate(phase.optimizer.param_groups):
@@ -337,7 +346,7 @@ def _write_report(session: _Session, complete: bool, metrics: dict[str, float]) 
         "structural_hash": structural_hash(p.config_dict),
         "env": environment_info(p.device),
         "metrics": metrics,
-        "last_train_stats": session.last_stats,
+        "last_train_stats": host_stats(session.last_stats),
         "history": p.history,
         "extra": list(p.cfg.extra),
         "stopped_by": session.stopped_by,
@@ -382,6 +391,7 @@ def train(phase: Phase) -> dict[str, Any]:
     phase.build()
     amp = phase._amp()
     session = _Session(phase, torch.amp.GradScaler("cuda", enabled=amp))
+    phase.grad_scaler = session.scaler  # e.g. the static phase's sds_balance=original reads its scale
     _resume(session)
     phase.dirs.config.write_text(OmegaConf.to_yaml(OmegaConf.create(phase.config_dict)))
     interval = max(1, int(phase.cfg.render.update_interval))
@@ -408,7 +418,7 @@ def train(phase: Phase) -> dict[str, Any]:
             _optimizer_step(phase, session, out.loss)
             phase.after_step(step)
             session.done = step + 1
-            session.last_stats = {"loss": float(out.loss.detach()), **out.stats}
+            session.last_stats = {"loss": out.loss.detach(), **out.stats}
             if session.done % log_every == 0 or session.done == phase.max_steps:
                 _log_scalars(writer, phase, session.done, out)
                 bar.set_postfix(loss=f"{float(out.loss.detach()):.4g}", refresh=False)

@@ -52,7 +52,7 @@ from animate124.fields import build_field, init_dynamic_from_static, load_field_
 from animate124.guidance.base import GuidanceTerm
 from animate124.io.checkpoint import load_checkpoint, split_state
 from animate124.io.handoff import find_checkpoint
-from animate124.phases.generation import REF_AZIMUTH, REF_ELEVATION, REF_RADIUS, GenerationPhase, StepResult
+from animate124.phases.generation import REF_AZIMUTH, REF_ELEVATION, REF_RADIUS, GenerationPhase, Stats, StepResult
 from animate124.render.cameras import Cameras, moving_trajectory, orbit
 from animate124.types import GuidanceContext, RenderOutput, RenderRequest
 
@@ -200,9 +200,9 @@ class DynamicPhase(GenerationPhase):
         out = self.renderer.render(cams, clip_render.times, **request.kwargs())
         images = out.images().float().clamp(0.0, 1.0)  # [1, F, 3, H, W]: all frames from ONE field call
         loss = images.new_zeros(())
-        stats: dict[str, float] = {"ref_step": 0.0, "ambient": ambient, "clip/start0": float(clip.start_from_zero),
-                                   "clip/end1": float(clip.end_at_one), "clip/stride": float(clip.stride),
-                                   "clip/moving": float(moving)}
+        stats: Stats = {"ref_step": 0.0, "ambient": ambient, "clip/start0": float(clip.start_from_zero),
+                        "clip/end1": float(clip.end_at_one), "clip/stride": float(clip.stride),
+                        "clip/moving": float(moving)}
         for term in self.video_terms:
             g = term(images, ctx)
             loss = loss + g.loss
@@ -216,17 +216,17 @@ class DynamicPhase(GenerationPhase):
         return out, loss + extra, stats
 
     def extra_sds(self, step: int, images: Tensor, ctx: GuidanceContext,
-                  clip: ClipRender) -> tuple[Tensor, dict[str, float]]:
+                  clip: ClipRender) -> tuple[Tensor, Stats]:
         """Hook for subclasses: more SDS terms on the clip (the refine phase's ControlNet). Default: none."""
         return images.new_zeros(()), {}
 
-    def regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
+    def regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, Stats]:
         """The generation phases' regularisers plus ``lambda_time_tv``·temporal TV of the keyframe tables."""
         loss, stats = super().regularisers(step, out)
         if self.pcfg.lambda_time_tv > 0:
             ttv = self.field.tv_loss().float()
             loss = loss + self.pcfg.lambda_time_tv * ttv
-            stats["reg/time_tv"] = float(ttv.detach())
+            stats["reg/time_tv"] = ttv.detach()
         return loss, stats
 
     # ------------------------------------------------------------------ evaluation

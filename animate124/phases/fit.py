@@ -27,13 +27,14 @@ from animate124.io.checkpoint import load_checkpoint, split_state
 from animate124.io.handoff import find_checkpoint
 from animate124.metrics.image import psnr, psnr_from_mse
 from animate124.phases.base import Phase, StepOutput
-from animate124.render.cameras import Cameras
+from animate124.render.cameras import Cameras, fp32_geometry
 from animate124.render.occupancy import OccupancyGrid, carve_occupancy
 from animate124.render.volume import VolumeRenderer
 
 log = logging.getLogger(__name__)
 
 
+@fp32_geometry  # float32 rays under AMP (an fp16 einsum would give fp16 directions next to fp32 origins)
 def pixel_rays(split: DNeRFSplit, frame: Tensor, pixel: Tensor) -> tuple[Tensor, Tensor]:
     """Rays through pixel centres of the given frames (same convention as ``render.cameras.get_rays``).
 

@@ -20,6 +20,7 @@ terms), ``is_reference_step``, ``sds_step`` and ``_evaluate``.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,7 +45,9 @@ from animate124.types import RenderOutput
 REF_ELEVATION, REF_AZIMUTH, REF_RADIUS = 0.0, 0.0, 1.8
 """The reference (input) view: elevation 0, azimuth 0, radius 1.8 (fovy: ``views.fovy``, 40°)."""
 
-StepResult = tuple[RenderOutput, Tensor, dict[str, float]]
+Stats = dict[str, Tensor | float]
+"""Step statistics: detached device tensors or host floats (phases.base.host_stats reads them at log time)."""
+StepResult = tuple[RenderOutput, Tensor, Stats]
 """(render, loss, stats) of one reference or SDS step."""
 
 
@@ -76,8 +79,9 @@ def resolve_inputs(cfg: Any, run_dir: Any) -> dict[str, Optional[str]]:
             "depth": str(depth) if depth else None}
 
 
-def _f(x: Tensor) -> float:
-    return float(x.detach())
+def _f(x: Tensor) -> Tensor:
+    """A loss as a logged statistic: detached, still on the device (read on the host at log time only)."""
+    return x.detach()
 
 
 class GenerationPhase(Phase):
@@ -126,8 +130,8 @@ class GenerationPhase(Phase):
     def random_shading(self) -> tuple[str, float]:
         """(shading mode, ambient ratio) of an SDS step: a ~ U(ambient_min, 1); textureless w.p. textureless_rate."""
         s = self.pcfg.shading
-        ambient = s.ambient_min + (1.0 - s.ambient_min) * float(torch.rand(()))
-        return ("textureless" if float(torch.rand(())) < s.textureless_rate else "lambertian"), ambient
+        ambient = s.ambient_min + (1.0 - s.ambient_min) * random.random()  # host RNG: no device sync
+        return ("textureless" if random.random() < s.textureless_rate else "lambertian"), ambient
 
     def train_step(self, step: int) -> StepOutput:
         out, loss, stats = self.reference_step() if self.is_reference_step(step) else self.sds_step(step)
@@ -146,18 +150,18 @@ class GenerationPhase(Phase):
         opacity = out.opacity[0, 0].float().permute(2, 0, 1)  # [1, H, W]
         l_rgb, l_mask = L.masked_rgb_loss(rgb, ref.rgb, ref.mask), L.mask_loss(opacity, ref.mask)
         loss = w.lambda_rgb * l_rgb + w.lambda_mask * l_mask
-        stats = {"ref/rgb": _f(l_rgb), "ref/mask": _f(l_mask), "ref_step": 1.0}
+        stats: Stats = {"ref/rgb": _f(l_rgb), "ref/mask": _f(l_mask), "ref_step": 1.0}
         if ref.depth is not None and w.lambda_depth > 0:
             l_depth = L.depth_pearson_loss(out.depth[0, 0].float().permute(2, 0, 1), ref.depth, ref.mask)
             loss = loss + w.lambda_depth * l_depth
             stats["ref/depth"] = _f(l_depth)
         return out, loss, stats
 
-    def regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
+    def regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, Stats]:
         """Opacity entropy (ramped), orientation and normal smoothness (when normals were rendered)."""
         r = self.pcfg.regularisers
         loss = out.rgb.new_zeros((), dtype=torch.float32)
-        stats: dict[str, float] = {}
+        stats: Stats = {}
         lam_ent = L.ramp_weight(step, int(r.entropy_ramp * self.max_steps), r.lambda_entropy)
         if lam_ent > 0 and out.sample_weights is not None and out.sample_weights.numel() > 0:
             ent = L.opacity_entropy(out.sample_weights)

@@ -33,6 +33,7 @@ from animate124.fields import load_field_state
 from animate124.guidance.textual_inversion import load_learned_embeds
 from animate124.io.checkpoint import load_checkpoint, split_state
 from animate124.phases.dynamic import ClipRender, DynamicPhase, find_init_checkpoint
+from animate124.phases.generation import Stats
 from animate124.phases.textual_inversion import find_learned_embeds
 from animate124.render.volume import VolumeRenderer
 from animate124.types import GuidanceContext
@@ -112,7 +113,7 @@ class RefinePhase(DynamicPhase):
         return out.images().float().clamp(0.0, 1.0)
 
     def extra_sds(self, step: int, images: Tensor, ctx: GuidanceContext,
-                  clip: ClipRender) -> tuple[Tensor, dict[str, float]]:
+                  clip: ClipRender) -> tuple[Tensor, Stats]:
         if self.controlnet is None:
             return images.new_zeros(()), {}
         frames = self.controlnet.frame_indices(images.shape[1])

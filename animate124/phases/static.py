@@ -13,9 +13,10 @@ Coarse-to-fine: the finest ``coarse_to_fine_levels`` grid levels are masked befo
 Differences from the original, on purpose:
 - SDS enters through the reparameterised loss ``0.5·‖z − sg(z − grad)‖²`` (guidance/sds.py), so it goes through the
   AMP GradScaler like every other term. The original's static stage called ``latents.backward(grad)``, which bypassed
-  the scaler and attenuated SDS by ~2^16 relative to the reference losses (spec §14.2). The default λ's are still the
-  original's (SD 1, Zero-1-to-3 40·angle/180): the effective SDS/reference balance is therefore much stronger than in
-  the original static stage and may need re-tuning (lower ``guidance.sd.weight`` / ``guidance.zero123.weight``).
+  the scaler and attenuated SDS by ~2^16 relative to the reference losses (spec §14.2). ``phase.sds_balance``
+  chooses: ``original`` (default; the SDS terms are multiplied by 1/scale of the loop's GradScaler, or by 2^-16 where
+  no scaler runs, which reproduces the published balance) or ``corrected`` (SDS at the λ's face value, which competes
+  with the reference on the visible side too and would need re-tuned λ's).
 - Reference steps render albedo (a = 1 makes lambertian equal to albedo), so no normals are computed there
   (spec §14.7); orientation / normal smoothness apply on SDS steps that shade with normals.
 - Step counts are per phase (spec §14.4); the reference camera has no 1e-3 ray jitter; the Pearson depth loss uses
@@ -36,8 +37,9 @@ from typing import Optional
 import imageio.v3 as iio
 import numpy as np
 import torch
+from torch import Tensor
 
-from animate124.config.phases import StaticPhaseConfig
+from animate124.config.phases import SDSBalance, StaticPhaseConfig
 from animate124.guidance.base import GuidanceTerm
 from animate124.phases.base import StepOutput
 from animate124.phases.generation import (
@@ -45,6 +47,7 @@ from animate124.phases.generation import (
     REF_ELEVATION,
     REF_RADIUS,
     GenerationPhase,
+    Stats,
     StepResult,
     default_static_prompt,
     resolve_inputs,
@@ -54,7 +57,11 @@ from animate124.types import GuidanceContext
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PHASE", "REF_AZIMUTH", "REF_ELEVATION", "REF_RADIUS", "StaticPhase", "default_static_prompt", "resolve_inputs"]
+ORIGINAL_NO_SCALER_FACTOR = 2.0 ** -16
+"""sds_balance=original without a GradScaler: the scaler's initial scale 2^16 (torch's default init_scale)."""
+
+__all__ = ["PHASE", "REF_AZIMUTH", "REF_ELEVATION", "REF_RADIUS", "Stats", "StaticPhase", "default_static_prompt",
+           "resolve_inputs"]
 
 
 class StaticPhase(GenerationPhase):
@@ -119,12 +126,24 @@ class StaticPhase(GenerationPhase):
         ctx = GuidanceContext(step=step, elevation=elev.view(1, 1), azimuth=azim.view(1, 1), radius=rad.view(1, 1),
                               ref_elevation=REF_ELEVATION, ref_azimuth=REF_AZIMUTH, ref_radius=REF_RADIUS)
         loss = images.new_zeros(())
-        stats: dict[str, float] = {"ref_step": 0.0, "ambient": ambient}
+        stats: Stats = {"ref_step": 0.0, "ambient": ambient}
         for term in self.terms:
             g = term(images, ctx)
             loss = loss + g.loss
             stats.update(g.stats)
-        return out, loss, stats
+        factor = self.sds_factor()
+        return out, loss * factor, stats
+
+    def sds_factor(self) -> Tensor | float:
+        """Multiplier of the SDS terms (``phase.sds_balance``): 1 (corrected), else 1/scale of the loop's GradScaler,
+        or 2^-16 where no scaler runs (original). The scale is read as a device tensor: no host sync."""
+        if SDSBalance(self.pcfg.sds_balance) == SDSBalance.corrected:
+            return 1.0
+        scaler = self.grad_scaler
+        if scaler is None or not scaler.is_enabled():
+            return ORIGINAL_NO_SCALER_FACTOR
+        scale = scaler._get_scale_async()  # None until the scaler's first scale(): then its init_scale, a float
+        return 1.0 / scaler.get_scale() if scale is None else 1.0 / scale.to(self.device, torch.float32)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
