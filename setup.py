@@ -75,7 +75,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["animate124", "animate124.*"]) + ["animate124.configs"],
     package_dir={"animate124.configs": "configs"},
-    package_data={"animate124.configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml"]},
+    package_data={"animate124.configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml"],
+                  "animate124.exporting": ["viewer_assets/*.html", "viewer_assets/*.js"]},
     include_package_data=True,
     # True floors (issue 11; the API behind each is listed in docs/dependencies.md):
     # torch 2.4: torch.amp.custom_fwd(device_type=), torch.is_autocast_enabled(device_type); 2.3: GradScaler("cuda").
@@ -100,9 +101,14 @@ setup(
         "tqdm",
         "tensorboard",
         "ninja",
+        "PyMCubes>=0.1.6",  # first wheels built for numpy 2
+        "trimesh>=4.4",  # 4.0 cannot convert vertex colours under numpy 2 (tested)
+        "scipy>=1.13",  # numpy 2; cg(rtol=)
+        "pygltflib>=1.16",
     ],
     extras_require={
-        "dev": ["pytest>=7", "ruff", "build", "wheel"],
+        "dev": ["pytest>=7", "ruff", "build", "wheel", "playwright>=1.65", "xatlas>=0.0.11"],
+        "texture": ["xatlas>=0.0.11"],
         "rembg": ["rembg"],
         "slurm": ["hydra-submitit-launcher>=1.2.0", "submitit>=1.4.6"],  # 1.4.4+ reads SUBMITIT_PREEMPT_SIGNAL
         "joblib": ["hydra-joblib-launcher>=1.2.0", "joblib>=0.14"],

@@ -18,6 +18,8 @@ from omegaconf import OmegaConf
 
 from animate124.errors import ConfigError
 
+from animate124.config.export import RunOutputsConfig
+
 
 class PhaseKind(str, Enum):
     fit = "fit"
@@ -319,6 +321,8 @@ class AllPhasesConfig:
     """Side of the final video's frames."""
     video_fps: float = 24.0
     """Frame rate of the final video."""
+    outputs: RunOutputsConfig = field(default_factory=RunOutputsConfig)
+    """The animated GLB and the web viewer written at the end (``phase.outputs.glb=false`` / ``viewer=false``)."""
 
 
 @dataclass(frozen=True)
