@@ -16,9 +16,8 @@ from typing import Any, List, Optional, cast
 
 from omegaconf import OmegaConf
 
-from animate124.errors import ConfigError
-
 from animate124.config.export import RunOutputsConfig
+from animate124.errors import ConfigError
 
 
 class PhaseKind(str, Enum):
