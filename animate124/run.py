@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import animate124.config.store  # noqa: F401  (registers the schemas before Hydra composes)
+from animate124.config.schema import RunConfig
 from animate124.errors import Animate124Error, ConfigError
 
 log = logging.getLogger("animate124.run")
@@ -98,7 +99,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     from animate124.phases import run_phase
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    obj = OmegaConf.to_object(cfg)
+    obj = cast(RunConfig, OmegaConf.to_object(cfg))
     check_gpu_memory_gb(obj.gpu_memory_gb)
     if obj.gpu_memory_gb is not None:
         obj = apply_memory_budget(obj, run_dir)

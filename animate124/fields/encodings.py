@@ -66,7 +66,9 @@ class GridEncoding(nn.Module):
         log2 = cfg.log2_table_size if log2_table_size is None else log2_table_size
         offsets, resolutions = grid_layout(self.kind, cfg.num_levels, cfg.base_resolution, cfg.max_resolution, log2,
                                            dims)
+        self.offsets: Tensor
         self.register_buffer("offsets", offsets, persistent=False)
+        self.resolutions: Tensor
         self.register_buffer("resolutions", resolutions, persistent=False)
         table = torch.empty(keyframes, int(offsets[-1]), cfg.features_per_level)
         self.embeddings = nn.Parameter(table.uniform_(-cfg.init_scale, cfg.init_scale))

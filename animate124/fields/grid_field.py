@@ -64,6 +64,7 @@ class GridField(nn.Module):
             self.encoding = GridEncoding(cfg, cfg.keyframes if dynamic else 1, 3)
         self.mlp = nn.Sequential(nn.Linear(self.encoding.output_dim, cfg.hidden_dim), nn.ReLU(),
                                  nn.Linear(cfg.hidden_dim, 4))
+        self._dummy: Tensor
         self.register_buffer("_dummy", torch.empty(0), persistent=False)
 
     @property

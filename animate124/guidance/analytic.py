@@ -66,9 +66,12 @@ class AnalyticGuidance(GuidanceTerm):
         self.weight = weight
         self.weighting = Weighting(weighting)
         self.downsample = downsample
+        self.encoder: Optional[Tensor]
         self.register_buffer("encoder", None if encoder is None else encoder.float(), persistent=False)
         acp = sd_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod.float()
+        self.alphas_cumprod: Tensor
         self.register_buffer("alphas_cumprod", acp, persistent=False)
+        self.target: Tensor
         self.register_buffer("target", target.float(), persistent=False)
         self.sampler = TimestepSampler(self.alphas_cumprod.shape[0], t_min, t_max)
 

@@ -28,6 +28,7 @@ class GuidanceTerm(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self._dummy: Tensor
         self.register_buffer("_dummy", torch.empty(0), persistent=False)
 
     @property

@@ -86,8 +86,11 @@ class ControlNetTileGuidance(GuidanceTerm):
         super().__init__()
         self.cfg = cfg
         self.vae, self.unet, self.controlnet = vae, unet, controlnet
+        self.alphas_cumprod: Tensor
         self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
+        self.unet_embeddings: Tensor
         self.register_buffer("unet_embeddings", unet_embeddings.detach().clone(), persistent=False)
+        self.control_embeddings: Tensor
         self.register_buffer("control_embeddings", control_embeddings.detach().clone(), persistent=False)
         self.sampler = TimestepSampler.from_config(cfg, len(alphas_cumprod))
         self.freeze()

@@ -105,6 +105,7 @@ class ImageVideoGuidance(GuidanceTerm):
         dev = resolve_device(cfg.device, device)
         parts = svd_models.load_svd(cfg.model, models_cfg, dev)
         self.unet, self.vae, self.image_encoder = parts.unet, parts.vae, parts.image_encoder
+        self.alphas_cumprod: Tensor
         self.register_buffer("alphas_cumprod", parts.alphas_cumprod.float(), persistent=False)
         self.sampler = TimestepSampler(len(parts.alphas_cumprod), cfg.t_min, cfg.t_max)
         self.seed = seed

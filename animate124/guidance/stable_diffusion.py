@@ -68,12 +68,15 @@ class StableDiffusionGuidance(GuidanceTerm):
         dev = resolve_device(cfg.device, device)
         parts = load_sd_components(cfg.model, models_cfg, dev)
         self.vae, self.unet = parts.vae, parts.unet
+        self.alphas_cumprod: Tensor
         self.register_buffer("alphas_cumprod", parts.alphas_cumprod.to(dev), persistent=False)
         self.sampler = TimestepSampler.from_config(cfg, parts.alphas_cumprod.shape[0])
         self.prompt = prompt + cfg.prompt_suffix
         texts = [cfg.negative_prompt] + (view_prompts(self.prompt) if cfg.view_dependent else [self.prompt])
         emb = encode_prompts(parts.tokenizer, parts.text_encoder, texts)
+        self.uncond_emb: Tensor
         self.register_buffer("uncond_emb", emb[:1], persistent=False)
+        self.cond_embs: Tensor
         self.register_buffer("cond_embs", emb[1:], persistent=False)  # [3 or 1, 77, D]
         del parts  # the text encoder is not needed any more
         self.to(dev)

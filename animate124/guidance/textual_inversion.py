@@ -249,6 +249,7 @@ class TextualInversion(nn.Module):
         self.token_id = add_token(tokenizer, self.text_encoder, token, initializer)
         self.token_embedding = TokenEmbedding(self.text_encoder.get_input_embeddings(), self.token_id)
         device = next(unet.parameters()).device  # the picture lives with the models (it feeds the VAE every step)
+        self.image: Tensor
         self.register_buffer("image", prepare_image(image, round(resolution * 640 / 512)).to(device),
                              persistent=False)
         self.augment = TIAugment(resolution) if augment else None

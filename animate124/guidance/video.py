@@ -142,9 +142,13 @@ class VideoSDS(GuidanceTerm):
         self.cfg = cfg
         self.unet = unet
         self.vae = vae
+        self.alphas_cumprod: Tensor
         self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
+        self.emb_cond: Tensor
         self.register_buffer("emb_cond", embeddings.cond, persistent=False)
+        self.emb_uncond: Tensor
         self.register_buffer("emb_uncond", embeddings.uncond, persistent=False)
+        self.emb_views: Tensor
         self.register_buffer("emb_views", embeddings.views, persistent=False)
         self.timesteps = TimestepSampler.from_config(cfg, alphas_cumprod.shape[0])
         self.generator = generator

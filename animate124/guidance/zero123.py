@@ -180,9 +180,12 @@ class Zero123Guidance(GuidanceTerm):
         proj_cls, proj_tiny, proj_random = _projection_builders(projection)
         self.cc_projection = one(proj_cls, projection, proj_tiny, proj_random)
         scheduler = one(DDIMScheduler, "scheduler", M.sd_scheduler)
+        self.alphas_cumprod: Tensor
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.float().to(dev), persistent=False)
         self.sampler = TimestepSampler.from_config(cfg, self.alphas_cumprod.shape[0])
+        self.clip_emb: Tensor
         self.register_buffer("clip_emb", torch.empty(0), persistent=False)
+        self.ref_latent: Tensor
         self.register_buffer("ref_latent", torch.empty(0), persistent=False)
         self.to(dev)
         self.freeze()

@@ -70,7 +70,9 @@ class LPIPS(nn.Module):
         self.features = nn.Sequential(*[_layer(s) for s in layers])
         for k, c in enumerate(channels):
             self.add_module(f"lin{k}", _NetLinLayer(c))
+        self.shift: Tensor
         self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.scale: Tensor
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1), persistent=False)
         self.eval().requires_grad_(False)
 

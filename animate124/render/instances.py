@@ -96,11 +96,14 @@ class Instance(nn.Module):
         trans = torch.zeros(3) if translation is None else torch.as_tensor(translation, dtype=torch.float32)
         if trans.shape != (3,):
             raise ConfigError(f"instance translation must be [x, y, z], got {tuple(trans.shape)}")
+        self.rotation: Tensor
         self.register_buffer("rotation", rot, persistent=False)
+        self.translation: Tensor
         self.register_buffer("translation", trans, persistent=False)
         self.scale, self.time_offset, self.time_speed, self.time_wrap = float(scale), float(time_offset), \
             float(time_speed), time_wrap
         b = float(occupancy.bound)
+        self.aabb: Tensor
         self.register_buffer("aabb", torch.tensor([-b, -b, -b, b, b, b]), persistent=False)
 
     @classmethod
@@ -138,6 +141,7 @@ class InstancesRenderer(nn.Module):
             raise ConfigError("instances must not be empty; give at least one instance")
         self.instances = nn.ModuleList(instances)
         self.cfg = cfg if cfg is not None else RenderConfig()
+        self._dummy: Tensor
         self.register_buffer("_dummy", torch.empty(0), persistent=False)
 
     def _march(self, inst: Instance, rays_o: Tensor, rays_d: Tensor, times: Tensor | None, perturb: bool,

@@ -76,11 +76,16 @@ class OccupancyGrid(nn.Module):
         self.density_thresh = float(density_thresh)
         self.update_fraction = float(update_fraction)
         n_cells = self.resolution**3
+        self.grid: Tensor
         self.register_buffer("grid", torch.zeros(self.time_slots, n_cells))
+        self.bitfield: Tensor
         self.register_buffer("bitfield", torch.full((self.time_slots, n_cells // 8), 255, dtype=torch.uint8))
+        self.mean_density: Tensor
         self.register_buffer("mean_density", torch.zeros(self.time_slots))
+        self.num_updates: Tensor
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         slot_times = (torch.arange(self.time_slots, dtype=torch.float32) + 0.5) / self.time_slots
+        self.slot_times: Tensor
         self.register_buffer("slot_times", slot_times, persistent=False)
 
     @property

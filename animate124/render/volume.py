@@ -133,6 +133,7 @@ class VolumeRenderer(nn.Module):
         if self.cfg.max_steps < 1:
             raise ConfigError(f"render.max_steps must be >= 1, got {self.cfg.max_steps}; the original uses 1024")
         b = self.bound
+        self.aabb: Tensor
         self.register_buffer("aabb", torch.tensor([-b, -b, -b, b, b, b]), persistent=False)
 
     @property
