@@ -2,11 +2,14 @@
 
 Errors meant for the user (:class:`~animate124.errors.Animate124Error`, Hydra composition errors such as a typo'd key,
 a wrong type or an unknown group option) print ONE line ``error: <message>`` on stderr and exit with code 2; a full
-traceback only with ``debug=true``. Ctrl-C saves a checkpoint and exits 130; re-running the same command resumes.
+traceback only with ``debug=true``. Ctrl-C saves a checkpoint and exits 130; SIGTERM and the preemption signal
+(``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default) save one and exit 75 (under submitit, its requeue takes over); re-running
+the same command resumes. A second run on the same run dir stops at once (``<run_dir>/.lock``, animate124.io.lock).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -46,6 +49,19 @@ def one_line(exc: BaseException) -> str:
     return "; ".join(parts)
 
 
+def override_hint(exc: BaseException, argv: list[str]) -> str:
+    """The fix for a bad override: how to quote non-ASCII text (Hydra's lexer rejects it unquoted), else --help."""
+    if "NoViableAlt" in one_line(exc):
+        for i, arg in enumerate(argv):
+            if "=" in arg and not arg.isascii():
+                key, value = arg.split("=", 1)
+                rest = itertools.takewhile(lambda a: "=" not in a and not a.startswith("-"), argv[i + 1:])
+                value = " ".join([value, *rest]).strip("'\"").replace("'", "\\'")
+                return (f"Hydra reads non-ASCII text only inside quotes: write \"{key}='{value}'\" (single quotes for "
+                        f"Hydra, double quotes around them for the shell)")
+    return "check the override (python -m animate124.run --help lists groups and keys)"
+
+
 def _debug_requested(argv: list[str]) -> bool:
     return any(a.lstrip("+").lower() in ("debug=true", "debug=1", "debug=yes") for a in argv)
 
@@ -68,14 +84,20 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path="pkg://animate124.configs", config_name="run", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
+    from animate124.io.lock import RunLock
+    from animate124.signals import TrainingInterrupted
+
     debug = bool(cfg.get("debug", False))
     _EXIT["code"] = 0
     try:
-        _run(cfg)
+        # one run per run dir (<run_dir>/.lock, held for the whole phase or chain; see animate124.io.lock)
+        with RunLock(HydraConfig.get().runtime.output_dir, stale_s=float(cfg.lock_stale_s),
+                     heartbeat_s=float(cfg.lock_heartbeat_s)):
+            _run(cfg)
     except Animate124Error as exc:
         if debug:
             traceback.print_exc()
-        prefix = "" if getattr(exc, "exit_code", EXIT_USER_ERROR) == EXIT_INTERRUPTED else "error: "
+        prefix = "" if isinstance(exc, TrainingInterrupted) else "error: "
         print(f"{prefix}{one_line(exc)}", file=sys.stderr)
         _EXIT["code"] = int(getattr(exc, "exit_code", EXIT_USER_ERROR))
     except OmegaConfBaseException as exc:  # e.g. a required value left MISSING, caught by to_object
@@ -101,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except (HydraException, OmegaConfBaseException) as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {one_line(exc)}; check the override (python -m animate124.run --help lists groups and keys)",
-              file=sys.stderr)
+        print(f"error: {one_line(exc)}; {override_hint(exc, argv)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except SystemExit as exc:  # --help, --cfg, or Hydra's own argument errors
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USER_ERROR)

@@ -103,7 +103,8 @@ class GuidanceContext:
 
 @dataclass
 class GuidanceOutput:
-    """A guidance term's scalar loss (already weighted) and float statistics for logging."""
+    """A guidance term's scalar loss (already weighted) and statistics for logging (detached 0-dim tensors or floats,
+    read on the host only at log time)."""
 
     loss: Tensor
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Tensor | float] = field(default_factory=dict)

@@ -2,6 +2,10 @@
 
 Step counts are per phase (not cumulative like the original's ``--iters``; spec §14.4).
 Each phase class is owned by the module that implements it (phases/<name>.py); keep edits to your own class.
+
+:data:`PHASES` (at the end) is the one table of phases: the ConfigStore entries (``config/store.py``), the module of
+each kind (``animate124.phases.<kind>``), the order of ``phase=all`` (:func:`chain_order`) and the phases a scene
+can be loaded from (:func:`scene_phases`) all derive from it.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import List, Optional
+
+from animate124.config.export import RunOutputsConfig
 
 
 class PhaseKind(str, Enum):
@@ -128,6 +134,18 @@ class TextualInversionPhaseConfig(TrainLoopConfig):
     """The original's heavy augmentations (pixels mapped to [-1, 1] before the VAE: fixes spec §14.10)."""
 
 
+class SDSBalance(str, Enum):
+    """How strong SDS is relative to the reference / regulariser losses in the static phase."""
+
+    original = "original"
+    """As in the original's static stage, whose ``latents.backward(grad)`` bypassed the GradScaler (spec §14.2): the
+    SDS terms are divided by the scaler's current scale (about 2^16 and growing), or by a fixed 2^16 where no
+    scaler runs (CPU / amp off). Adam's per-parameter normalisation restores full strength only where the reference
+    view gives no gradient. The published results came from this balance."""
+    corrected = "corrected"
+    """SDS at the λ's face value, through the scaler like every other term (the reparameterised loss)."""
+
+
 @dataclass
 class StaticPhaseConfig(TrainLoopConfig):
     """Static stage (spec §8.1): reference-view losses + SD and Zero-1-to-3 SDS on random views (phases/static.py).
@@ -184,6 +202,9 @@ class StaticPhaseConfig(TrainLoopConfig):
     """Validation: this many azimuths at elevation 0, saved side by side as one PNG."""
     val_size: int = 256
     """Validation render size."""
+    sds_balance: SDSBalance = SDSBalance.original
+    """original (default until someone re-tunes the λ's with real weights) or corrected; see :class:`SDSBalance`.
+    The dynamic stages always use the reparameterised (corrected) loss, as the original did there (spec §7.7)."""
 
 
 @dataclass
@@ -299,3 +320,52 @@ class AllPhasesConfig:
     """Side of the final video's frames."""
     video_fps: float = 24.0
     """Frame rate of the final video."""
+    outputs: RunOutputsConfig = field(default_factory=RunOutputsConfig)
+    """The animated GLB and the web viewer written at the end (``phase.outputs.glb=false`` / ``viewer=false``)."""
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One row of :data:`PHASES`."""
+
+    kind: PhaseKind
+    """The phase (``phase=<kind>``; its module is ``animate124.phases.<kind>``, its YAML ``configs/phase/<kind>.yaml``)."""
+    config: type
+    """Its config dataclass (stored as ``phase/base_<kind>``)."""
+    chain: bool = False
+    """A step of ``phase=all``, run in table order (and a field of :class:`AllPhasesConfig`)."""
+    scene: bool = False
+    """Leaves a renderable field + occupancy grid (export, metrics, the next phase's start)."""
+    dynamic: bool = True
+    """Its field takes a time input (scene phases only)."""
+
+
+PHASES: tuple[PhaseSpec, ...] = (
+    PhaseSpec(PhaseKind.fit, FitPhaseConfig, scene=True),
+    PhaseSpec(PhaseKind.textual_inversion, TextualInversionPhaseConfig, chain=True),
+    PhaseSpec(PhaseKind.static, StaticPhaseConfig, chain=True, scene=True, dynamic=False),
+    PhaseSpec(PhaseKind.dynamic, DynamicPhaseConfig, chain=True, scene=True),
+    PhaseSpec(PhaseKind.refine, RefinePhaseConfig, chain=True, scene=True),
+    PhaseSpec(PhaseKind.all, AllPhasesConfig),
+)
+"""Every phase, in pipeline order (adding a phase: a row here, its config class above, its YAML and its module)."""
+
+
+def phase_module(kind: PhaseKind | str) -> str:
+    """The module implementing phase ``kind``: ``animate124.phases.<kind>``."""
+    return f"animate124.phases.{PhaseKind(kind).value}"
+
+
+def chain_order() -> tuple[str, ...]:
+    """The phases ``phase=all`` runs, in order."""
+    return tuple(s.kind.value for s in PHASES if s.chain)
+
+
+def scene_phases() -> tuple[str, ...]:
+    """Phases with a renderable field, latest first (export and metrics load the latest finished one)."""
+    return tuple(s.kind.value for s in reversed(PHASES) if s.scene)
+
+
+def static_phases() -> tuple[str, ...]:
+    """Scene phases whose field has no time input."""
+    return tuple(s.kind.value for s in PHASES if s.scene and not s.dynamic)

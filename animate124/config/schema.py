@@ -182,9 +182,17 @@ class RunConfig:
     """Checkpoint to initialise from, overriding the automatic hand-off from the previous phase."""
     seed: int = 3407
     """Global seed."""
+    lock_stale_s: float = 900.0
+    """A ``<run_dir>/.lock`` whose heartbeat is older than this many seconds is taken over (animate124.io.lock)."""
+    lock_heartbeat_s: float = 60.0
+    """How often (s) a run refreshes its lock's heartbeat (also at every checkpoint); 0 = only at checkpoints."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N."""
     debug: bool = False
     """Show full tracebacks on errors."""
     extra: List[str] = _field(default_factory=list)
     """Free-form tags recorded in report.json."""
+    gpu_memory_gb: Optional[float] = None
+    """GPU memory budget in GB (e.g. 24). When set, the budget planner of ``animate124.estimate`` turns memory levers
+    on in a documented order (exact levers first) until every phase's estimated peak, plus the CUDA context and the
+    allocator headroom and a 10 % margin, fits; it logs the levers used. Unset (None): nothing changes."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from pathlib import Path
 from typing import Any, Optional
 
@@ -50,7 +51,7 @@ from animate124.fields import build_field, init_dynamic_from_static, level_weigh
 from animate124.guidance.base import GuidanceTerm
 from animate124.io.checkpoint import STATE_FILE, latest_checkpoint, load_checkpoint, split_state
 from animate124.phases.base import Phase, StepOutput
-from animate124.phases.static import REF_AZIMUTH, REF_ELEVATION, REF_RADIUS, StaticPhase
+from animate124.phases.static import REF_AZIMUTH, REF_ELEVATION, REF_RADIUS, StaticPhase, Stats
 from animate124.render.cameras import Cameras, moving_trajectory, orbit, reference_camera
 from animate124.types import GuidanceContext, RenderOutput
 
@@ -170,8 +171,8 @@ class DynamicPhase(Phase):
     def shading(self) -> tuple[str, float]:
         """(shading mode, ambient ratio) of an SDS step: a ~ U(ambient_min, 1); textureless w.p. textureless_rate."""
         p = self.pcfg
-        ambient = p.ambient_min + (1.0 - p.ambient_min) * float(torch.rand(()))
-        return ("textureless" if float(torch.rand(())) < p.textureless_rate else "lambertian"), ambient
+        ambient = p.ambient_min + (1.0 - p.ambient_min) * random.random()  # host RNG: no device sync
+        return ("textureless" if random.random() < p.textureless_rate else "lambertian"), ambient
 
     def train_step(self, step: int) -> StepOutput:
         if self.is_reference_step(step):
@@ -182,7 +183,7 @@ class DynamicPhase(Phase):
         stats.update(reg_stats)
         return StepOutput(loss + reg, stats)
 
-    def _reference_step(self) -> tuple[RenderOutput, Tensor, dict[str, float]]:
+    def _reference_step(self) -> tuple[RenderOutput, Tensor, Stats]:
         p, ref, dev = self.pcfg, self.ref, self.device
         cams = reference_camera(p.ref_size, REF_RADIUS, p.fovy, dev)
         out = self.renderer.render(cams, torch.zeros(1, 1, device=dev), background=torch.ones(3, device=dev),
@@ -191,11 +192,11 @@ class DynamicPhase(Phase):
         opacity = out.opacity[0, 0].float().permute(2, 0, 1)  # [1, H, W]
         l_rgb, l_mask = L.masked_rgb_loss(rgb, ref.rgb, ref.mask), L.mask_loss(opacity, ref.mask)
         loss = p.lambda_rgb * l_rgb + p.lambda_mask * l_mask
-        stats = {"ref/rgb": float(l_rgb.detach()), "ref/mask": float(l_mask.detach()), "ref_step": 1.0}
+        stats: Stats = {"ref/rgb": l_rgb.detach(), "ref/mask": l_mask.detach(), "ref_step": 1.0}
         if ref.depth is not None and p.lambda_depth > 0:
             l_depth = L.depth_pearson_loss(out.depth[0, 0].float().permute(2, 0, 1), ref.depth, ref.mask)
             loss = loss + p.lambda_depth * l_depth
-            stats["ref/depth"] = float(l_depth.detach())
+            stats["ref/depth"] = l_depth.detach()
         return out, loss, stats
 
     def sample_clip(self) -> tuple[Clip, Cameras, GuidanceContext, bool]:
@@ -213,7 +214,7 @@ class DynamicPhase(Phase):
                               start_from_zero=clip.start_from_zero)
         return clip, cams, ctx, moving
 
-    def _sds_step(self, step: int) -> tuple[RenderOutput, Tensor, dict[str, float]]:
+    def _sds_step(self, step: int) -> tuple[RenderOutput, Tensor, Stats]:
         dev = self.device
         clip, cams, ctx, moving = self.sample_clip()
         ctx.step = step
@@ -226,7 +227,7 @@ class DynamicPhase(Phase):
                                    light_dir=light.view(1, -1, 3))
         images = out.images().float().clamp(0.0, 1.0)  # [1, F, 3, H, W]: all frames from ONE field call
         loss = images.new_zeros(())
-        stats: dict[str, float] = {"ref_step": 0.0, "ambient": ambient, "clip/start0": float(clip.start_from_zero),
+        stats: Stats = {"ref_step": 0.0, "ambient": ambient, "clip/start0": float(clip.start_from_zero),
                                    "clip/end1": float(clip.end_at_one), "clip/stride": float(clip.stride),
                                    "clip/moving": float(moving)}
         for term in self.video_terms:
@@ -242,11 +243,11 @@ class DynamicPhase(Phase):
         return out, loss + extra, stats
 
     def extra_sds(self, step: int, images: Tensor, ctx: GuidanceContext,
-                  out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
+                  out: RenderOutput) -> tuple[Tensor, Stats]:
         """Hook for subclasses: more SDS terms on the clip (the refine phase's ControlNet). Default: none."""
         return images.new_zeros(()), {}
 
-    def _regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
+    def _regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, Stats]:
         """The static phase's regularisers (same config names: entropy, orientation, normal TV / blur) plus
         ``lambda_time_tv``·the field's per-level temporal smoothness (weights ``time_tv_level_decay^ℓ``)."""
         loss, stats = StaticPhase._regularisers(self, step, out)  # type: ignore[arg-type]
@@ -254,7 +255,7 @@ class DynamicPhase(Phase):
             weights = level_weights(self.field.cfg.num_levels, self.pcfg.time_tv_level_decay)
             ttv = self.field.time_smoothness(weights).float()
             loss = loss + self.pcfg.lambda_time_tv * ttv
-            stats["reg/time_tv"] = float(ttv.detach())
+            stats["reg/time_tv"] = ttv.detach()
         return loss, stats
 
     # ------------------------------------------------------------------ evaluation

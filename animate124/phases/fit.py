@@ -31,25 +31,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from animate124 import ops
 from animate124.data.dnerf import DNeRFSplit, load_dnerf
 from animate124.errors import CheckpointError, InputError
 from animate124.fields import build_field, level_weights, load_field_state
 from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, merge_states, save_checkpoint, split_state
+from animate124.io.handoff import find_checkpoint
+from animate124.metrics.image import psnr, psnr_from_mse
 from animate124.phases.base import Phase, StepOutput
-from animate124.render.cameras import Cameras
-from animate124.render.occupancy import OccupancyGrid
+from animate124.render.cameras import Cameras, fp32_geometry
+from animate124.render.occupancy import OccupancyGrid, carve_occupancy
 from animate124.render.volume import VolumeRenderer
 
 log = logging.getLogger(__name__)
 
 
-def psnr(pred: Tensor, target: Tensor) -> float:
-    """Peak signal-to-noise ratio (dB) of images in [0, 1]: −10·log10(MSE)."""
-    mse = float(F.mse_loss(pred.float(), target.float()))
-    return -10.0 * math.log10(max(mse, 1e-12))
-
-
+@fp32_geometry  # float32 rays under AMP (an fp16 einsum would give fp16 directions next to fp32 origins)
 def pixel_rays(split: DNeRFSplit, frame: Tensor, pixel: Tensor) -> tuple[Tensor, Tensor]:
     """Rays through pixel centres of the given frames (same convention as ``render.cameras.get_rays``).
 
@@ -67,43 +63,6 @@ def pixel_rays(split: DNeRFSplit, frame: Tensor, pixel: Tensor) -> tuple[Tensor,
     c2w = split.c2w[frame]
     dirs = torch.einsum("nij,nj->ni", c2w[:, :3, :3], cam)
     return c2w[:, :3, 3], dirs / dirs.norm(dim=-1, keepdim=True)
-
-
-@torch.no_grad()
-def carve_occupancy(occupancy: OccupancyGrid, data: DNeRFSplit, alpha_thresh: float = 0.01) -> Tensor:
-    """Visual-hull bound of each time slot from the training alphas: [S, R³/8] uint8 bitfield (Morton order).
-
-    A cell is carved from slot s when some training view whose time lies in slot s projects the cell centre onto a
-    pixel whose alpha, max-pooled over about one cell's footprint, is below ``alpha_thresh``. Each view only knows
-    its own time, so the result is then dilated by one slot on each side (motion within a slot).
-
-    Args:
-        occupancy: The grid (its resolution, slots and bound are used; nothing is modified).
-        data: Training split.
-        alpha_thresh: Alpha below which a pixel is empty.
-    """
-    n_cells, slots = occupancy.n_cells, occupancy.time_slots
-    centres = occupancy.cell_centres(torch.arange(n_cells, device=occupancy.grid.device)).cpu()  # [R³, 3]
-    keep = torch.ones(slots, n_cells, dtype=torch.bool)
-    view_slots = occupancy.slots_of(data.times)
-    for k in range(len(data)):
-        c2w = data.c2w[k]
-        cam = (centres - c2w[:3, 3]) @ c2w[:3, :3]  # world → camera (OpenGL: the camera looks down −z)
-        depth = -cam[:, 2]
-        # pool over the projected half-diagonal of a cell at the nearest depth the object can have (|o| − bound)
-        near = max(float(c2w[:3, 3].norm()) - occupancy.bound, 0.5 * float(c2w[:3, 3].norm()))
-        radius = int(math.ceil(0.5 * math.sqrt(3.0) * occupancy.cell_size * data.focal / near))
-        alpha = F.max_pool2d(data.alphas[k, None, :, :, 0], 2 * radius + 1, stride=1, padding=radius)[0]
-        col = cam[:, 0] / depth.clamp_min(1e-6) * data.focal + 0.5 * data.width
-        row = -cam[:, 1] / depth.clamp_min(1e-6) * data.focal + 0.5 * data.height
-        inside = (depth > 0) & (col >= 0) & (col < data.width) & (row >= 0) & (row < data.height)
-        ci, ri = col.long().clamp(0, data.width - 1), row.long().clamp(0, data.height - 1)
-        empty = inside & (alpha[ri, ci] < alpha_thresh)
-        keep[int(view_slots[k])] &= ~empty
-    dilated = keep.clone()
-    dilated[1:] |= keep[:-1]
-    dilated[:-1] |= keep[1:]
-    return ops.packbits(dilated.float().to(occupancy.grid.device), 0.5)
 
 
 class FitPhase(Phase):
@@ -124,12 +83,8 @@ class FitPhase(Phase):
         self.time_weights = [p.lambda_time_tv * w for w in level_weights(cfg.field.num_levels, p.time_tv_level_decay)]
         self.best: dict[str, float] = {}
         """``step`` and ``val_psnr`` of the best validation so far (restored on resume)."""
-        self.occupancy = OccupancyGrid(
-            resolution=cfg.render.grid_resolution, time_slots=p.time_slots, bound=cfg.field.bound,
-            decay=cfg.render.occupancy_decay,
-            density_thresh=cfg.render.density_thresh if p.occupancy_thresh is None else p.occupancy_thresh,
-            update_fraction=cfg.render.update_fraction,
-        ).to(self.device)
+        self.occupancy = OccupancyGrid.from_config(cfg.render, p.time_slots, cfg.field.bound,
+                                                   density_thresh=p.occupancy_thresh).to(self.device)
         self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render)
         self.hull: Tensor | None = None
         if p.carve_occupancy:
@@ -150,12 +105,7 @@ class FitPhase(Phase):
         """
         if not self.cfg.init_from:
             return
-        path = Path(self.cfg.init_from)
-        ckpt = path if (path / "state.json").is_file() else (
-            latest_checkpoint(path / "checkpoints") or latest_checkpoint(path))
-        if ckpt is None:
-            raise CheckpointError(f"init_from={path} holds no checkpoint; pass a checkpoints/step-NNNNNNN folder "
-                                  "or a phase folder with checkpoints/")
+        ckpt, _ = find_checkpoint(self.run_dir, ("fit",), init_from=self.cfg.init_from)
         # only the field: the occupancy grid is re-derived (visual hull + refreshes) and may have other slots
         load_field_state(self.field, split_state(load_checkpoint(ckpt, map_location=self.device)[0], "field"))
         log.info("fit: initialised from %s", ckpt)
@@ -190,13 +140,13 @@ class FitPhase(Phase):
         out = self.renderer.render_rays(rays_o.to(dev), rays_d.to(dev), data.times[frame].to(dev), bg.to(dev),
                                         perturb=True)
         mse = F.mse_loss(out.rgb.float(), target.to(dev))
-        stats = {"psnr": -10.0 * math.log10(max(float(mse.detach()), 1e-12)),
+        stats = {"psnr": psnr_from_mse(float(mse.detach())),
                  "samples_per_ray": out.sample_weights.numel() / p.batch_rays}
         loss = mse
         if p.lambda_time_tv > 0:
             reg = self.field.time_smoothness(self.time_weights, p.time_smooth_points, p.time_smooth_dt).float()
             loss = loss + reg
-            stats["reg/time_smooth"] = float(reg.detach())
+            stats["reg/time_smooth"] = reg.detach()
         return StepOutput(loss, stats)
 
     # ------------------------------------------------------------------ evaluation

@@ -32,6 +32,7 @@ from animate124.fields import build_field, load_field_state
 from animate124.guidance.textual_inversion import load_learned_embeds
 from animate124.io.checkpoint import load_checkpoint, split_state
 from animate124.phases.dynamic import DynamicPhase, _field_config, find_init_checkpoint
+from animate124.phases.static import Stats
 from animate124.phases.textual_inversion import find_learned_embeds
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
@@ -151,7 +152,7 @@ class RefinePhase(DynamicPhase):
         return out.images().float().clamp(0.0, 1.0)
 
     def extra_sds(self, step: int, images: Tensor, ctx: GuidanceContext,
-                  out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
+                  out: RenderOutput) -> tuple[Tensor, Stats]:
         if self.controlnet is None:
             return images.new_zeros(()), {}
         frames = self.controlnet.frame_indices(images.shape[1])

@@ -13,9 +13,10 @@ Coarse-to-fine: the finest ``coarse_to_fine_levels`` grid levels are masked befo
 Differences from the original, on purpose:
 - SDS enters through the reparameterised loss ``0.5·‖z − sg(z − grad)‖²`` (guidance/sds.py), so it goes through the
   AMP GradScaler like every other term. The original's static stage called ``latents.backward(grad)``, which bypassed
-  the scaler and attenuated SDS by ~2^16 relative to the reference losses (spec §14.2). The default λ's are still the
-  original's (SD 1, Zero-1-to-3 40·angle/180): the effective SDS/reference balance is therefore much stronger than in
-  the original static stage and may need re-tuning (lower ``guidance.sd.weight`` / ``guidance.zero123.weight``).
+  the scaler and attenuated SDS by ~2^16 relative to the reference losses (spec §14.2). ``phase.sds_balance``
+  chooses: ``original`` (default; the SDS terms are multiplied by 1/scale of the loop's GradScaler, or by 2^-16 where
+  no scaler runs, which reproduces the published balance) or ``corrected`` (SDS at the λ's face value, which competes
+  with the reference on the visible side too and would need re-tuned λ's).
 - Reference steps render albedo (a = 1 makes lambertian equal to albedo), so no normals are computed there
   (spec §14.7); orientation / normal smoothness apply on SDS steps that shade with normals.
 - Step counts are per phase (spec §14.4); the reference camera has no 1e-3 ray jitter; the Pearson depth loss uses
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from typing import Any, Optional
 
 import imageio.v3 as iio
@@ -41,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from animate124 import losses as L
+from animate124.config.phases import SDSBalance
 from animate124.data.case import STATIC_PREFIX, apply_case, find_subject, load_case, subject_phrase
 from animate124.data.reference import ReferenceImage, load_reference, sibling_depth
 from animate124.errors import InputError
@@ -56,6 +59,10 @@ from animate124.types import GuidanceContext, RenderOutput
 log = logging.getLogger(__name__)
 
 REF_ELEVATION, REF_AZIMUTH, REF_RADIUS = 0.0, 0.0, 1.8
+ORIGINAL_NO_SCALER_FACTOR = 2.0 ** -16
+"""sds_balance=original without a GradScaler: the scaler's initial scale 2^16 (torch's default init_scale)."""
+Stats = dict[str, Tensor | float]
+"""Step statistics: detached device tensors or host floats (phases.base.host_stats reads them at log time)."""
 
 
 def default_static_prompt(prompt: str) -> str:
@@ -100,7 +107,7 @@ class StaticPhase(Phase):
         """
         cfg, p, dev = self.cfg, self.pcfg, self.device
         self.inputs = resolve_inputs(cfg, self.run_dir)
-        ref = load_reference(self.inputs["image"], depth=self.inputs["depth"])
+        ref = load_reference(self.inputs["image"], depth=self.inputs["depth"], check=True)
         self.ref = ref.at(p.ref_size).to(dev)
         self.field = build_field(cfg.field, dynamic=dynamic).to(dev)
         self.occupancy = OccupancyGrid(cfg.render.grid_resolution, p.time_slots, cfg.field.bound,
@@ -145,8 +152,8 @@ class StaticPhase(Phase):
         p = self.pcfg
         if step < p.normal_shading_ratio * self.max_steps:
             return "normal", 1.0
-        ambient = p.ambient_min + (1.0 - p.ambient_min) * float(torch.rand(()))
-        return ("textureless" if float(torch.rand(())) < p.textureless_rate else "lambertian"), ambient
+        ambient = p.ambient_min + (1.0 - p.ambient_min) * random.random()  # host RNG: no device sync
+        return ("textureless" if random.random() < p.textureless_rate else "lambertian"), ambient
 
     # ------------------------------------------------------------------ steps
     def train_step(self, step: int) -> StepOutput:
@@ -159,7 +166,7 @@ class StaticPhase(Phase):
         stats.update(reg_stats)
         return StepOutput(loss + reg, stats)
 
-    def _reference_step(self) -> tuple[RenderOutput, Tensor, dict[str, float]]:
+    def _reference_step(self) -> tuple[RenderOutput, Tensor, Stats]:
         p, ref = self.pcfg, self.ref
         cams = reference_camera(p.ref_size, REF_RADIUS, p.fovy, self.device)
         out = self.renderer.render(cams, background=torch.ones(3, device=self.device), shading="albedo")
@@ -175,7 +182,7 @@ class StaticPhase(Phase):
             stats["ref/depth"] = _f(l_depth)
         return out, loss, stats
 
-    def _sds_step(self, step: int) -> tuple[RenderOutput, Tensor, dict[str, float]]:
+    def _sds_step(self, step: int) -> tuple[RenderOutput, Tensor, Stats]:
         p, dev = self.pcfg, self.device
         elev, azim, rad = sample_random_views(1, None, p.uniform_sphere_rate, tuple(p.elevation_range))
         cams = Cameras.from_spherical(elev, azim, rad, p.render_size, p.fovy).to(dev)
@@ -188,17 +195,29 @@ class StaticPhase(Phase):
         ctx = GuidanceContext(step=step, elevation=elev.view(1, 1), azimuth=azim.view(1, 1), radius=rad.view(1, 1),
                               ref_elevation=REF_ELEVATION, ref_azimuth=REF_AZIMUTH, ref_radius=REF_RADIUS)
         loss = images.new_zeros(())
-        stats: dict[str, float] = {"ref_step": 0.0, "ambient": ambient}
+        stats: Stats = {"ref_step": 0.0, "ambient": ambient}
         for term in self.terms:
             g = term(images, ctx)
             loss = loss + g.loss
             stats.update(g.stats)
-        return out, loss, stats
+        factor = self.sds_factor()
+        return out, loss * factor, stats
 
-    def _regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
+    def sds_factor(self) -> Tensor | float:
+        """Multiplier of the SDS terms (``phase.sds_balance``): 1 (corrected), else 1/scale of the loop's GradScaler,
+        or 2^-16 where no scaler runs (original). The scale is read as a device tensor: no host sync."""
+        if SDSBalance(self.pcfg.sds_balance) == SDSBalance.corrected:
+            return 1.0
+        scaler = self.grad_scaler
+        if scaler is None or not scaler.is_enabled():
+            return ORIGINAL_NO_SCALER_FACTOR
+        scale = scaler._get_scale_async()  # None until the scaler's first scale(): then its init_scale, a float
+        return 1.0 / scaler.get_scale() if scale is None else 1.0 / scale.to(self.device, torch.float32)
+
+    def _regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, Stats]:
         p = self.pcfg
         loss = out.rgb.new_zeros((), dtype=torch.float32)
-        stats: dict[str, float] = {}
+        stats: Stats = {}
         lam_ent = L.ramp_weight(step, int(p.entropy_ramp * self.max_steps), p.lambda_entropy)
         if lam_ent > 0 and out.sample_weights is not None and out.sample_weights.numel() > 0:
             ent = L.opacity_entropy(out.sample_weights)
@@ -247,8 +266,9 @@ class StaticPhase(Phase):
         return {"inputs": self.inputs}
 
 
-def _f(x: Tensor) -> float:
-    return float(x.detach())
+def _f(x: Tensor) -> Tensor:
+    """A loss as a logged statistic: detached, still on the device (read on the host at log time only)."""
+    return x.detach()
 
 
 PHASE = StaticPhase
