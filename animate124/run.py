@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import animate124.config.store  # noqa: F401  (registers the schemas before Hydra composes)
-from animate124.errors import Animate124Error
+from animate124.errors import Animate124Error, ConfigError
 
 log = logging.getLogger("animate124.run")
 EXIT_USER_ERROR = 2
@@ -66,6 +66,32 @@ def _debug_requested(argv: list[str]) -> bool:
     return any(a.lstrip("+").lower() in ("debug=true", "debug=1", "debug=yes") for a in argv)
 
 
+def check_gpu_memory_gb(value: float | None) -> None:
+    """``gpu_memory_gb`` is unset or a positive number of GB (ConfigError naming the fix otherwise)."""
+    if value is not None and not value > 0:
+        raise ConfigError(f"gpu_memory_gb={value} is not a memory budget; give a positive number of GB "
+                          f"(e.g. gpu_memory_gb=24) or leave it unset")
+
+
+def apply_memory_budget(obj: Any, run_dir: Path) -> Any:
+    """``gpu_memory_gb`` set: the estimator's budget planner turns memory levers on (exact ones first) until every
+    phase's estimate fits. The levers go to ``<run_dir>/memory_budget.json`` and, as ``memory_lever=...`` tags, to
+    report.json; each is logged (by the planner) with its estimated time cost and whether it changes results."""
+    import dataclasses
+    import json
+
+    from animate124.estimate.levers import plan
+
+    planned, budget = plan(obj, float(obj.gpu_memory_gb))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "memory_budget.json").write_text(json.dumps(budget, indent=1, default=str))
+    if not budget["fits"]:
+        log.warning("gpu_memory_gb=%g: the estimate does not fit even with every lever on; running anyway",
+                    obj.gpu_memory_gb)
+    tags = [f"memory_lever={lv['override']}" for lv in budget["levers"]]
+    return dataclasses.replace(planned, extra=[*planned.extra, *tags])
+
+
 def _run(cfg: DictConfig) -> dict[str, Any]:
     """Convert the composed config and run the phase in Hydra's run dir."""
     from animate124.io.run_dir import save_inputs
@@ -73,6 +99,9 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     obj = OmegaConf.to_object(cfg)
+    check_gpu_memory_gb(obj.gpu_memory_gb)
+    if obj.gpu_memory_gb is not None:
+        obj = apply_memory_budget(obj, run_dir)
     if obj.image or obj.prompt or obj.static_prompt or obj.case.name:
         save_inputs(run_dir, image=obj.image, prompt=obj.prompt, static_prompt=obj.static_prompt, case=obj.case.name)
     report = run_phase(obj, run_dir)

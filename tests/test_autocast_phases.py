@@ -89,7 +89,7 @@ def test_static_step(tmp_path, step):
 
     cfg = _cfg("phase=static", *TINY, *GUIDANCE, f"image={_image(tmp_path)}", "prompt=a ball",
                "phase.known_iters=1", "phase.known_interval=100", "phase.normal_shading_ratio=0.0",
-               "phase.textureless_rate=0.0", "phase.max_steps=10")
+               "phase.shading.textureless_rate=0.0", "phase.max_steps=10")
     out = step_under_autocast(StaticPhase(cfg, tmp_path / "run"), step, init=False)
     if step == 1:  # lambertian shading (normals) and both SDS terms ran
         assert {"sd/loss", "zero123/loss", "reg/orient"} <= set(out.stats)

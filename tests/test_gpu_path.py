@@ -155,8 +155,9 @@ def test_static_sds_balance_gradient_ratio(tmp_path):
             "phase=static", "models=tiny", "field=small", "render=fast", "render.grid_resolution=16",
             "render.max_steps=48", "phase.ref_size=16", "phase.render_size=16", f"image={tmp_path / 'b.png'}",
             "prompt=a ball", "guidance.sd.resolution=64", "guidance.zero123.enabled=false",
-            "phase.known_iters=1", "phase.known_interval=100", "phase.lambda_entropy=0",
-            "phase.lambda_orient=0", "phase.lambda_normal_tv=0", "phase.lambda_normal_blur=0"]))
+            "phase.known_iters=1", "phase.known_interval=100", "phase.regularisers.lambda_entropy=0",
+            "phase.regularisers.lambda_orient=0", "phase.regularisers.lambda_normal_tv=0",
+            "phase.regularisers.lambda_normal_blur=0"]))
     assert cfg.phase.sds_balance == "original"  # the static phase's default
     phase = StaticPhase(cfg, tmp_path / "run")
     phase.build()

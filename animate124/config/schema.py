@@ -112,6 +112,10 @@ class RenderConfig:
     """Fraction of cells re-evaluated per refresh (1.0 = all, the original)."""
     chunk_rays: int = 8192
     """Rays per chunk for inference renders."""
+    checkpoint_frames: Optional[int] = None
+    """Training renders of more frames than this run in chunks of this many frames, each under gradient
+    checkpointing (its per-sample activations are recomputed in backward). Exact (same samples: the RNG state is
+    restored), costs one more render forward; None = off. A memory lever of ``gpu_memory_gb``."""
 
 
 @dataclass
@@ -128,6 +132,13 @@ class ModelsConfig:
     local_files_only: bool = False
     """Never contact the hub (also implied by HF_HUB_OFFLINE=1); a missing model is then a one-line
     MissingWeightsError naming the id and the download command."""
+    vae_checkpointing: bool = False
+    """Gradient checkpointing of every VAE loaded (``enable_gradient_checkpointing``): the encoder's activations are
+    recomputed in backward instead of kept. Exact (same result), costs one more encoder forward; a memory lever of
+    ``gpu_memory_gb`` (animate124.estimate)."""
+    unet_checkpointing: bool = False
+    """Gradient checkpointing of every UNet loaded: only matters where gradients flow through a UNet (textual
+    inversion; SDS UNets run without grad). Exact, costs one more UNet forward; a memory lever."""
 
 
 @dataclass
@@ -155,6 +166,17 @@ class DataConfig:
     """Composite RGBA images on white for evaluation."""
     scale: float = 1.0
     """Camera positions are multiplied by this, to bring a scene into the [-bound, bound]³ box."""
+
+
+@dataclass
+class EstimateConfig:
+    """Settings of ``python -m animate124.estimate`` that the run itself does not have."""
+
+    gpu: str = "h100"
+    """GPU of the time model: h100 | h200 | a100 | rtx4090 | l4 (animate124/estimate/gpus.py)."""
+    samples_per_ray: float = 24.0
+    """Mean samples per training ray over all rays of a render (empty rays included): the renderer's data-dependent
+    sample count (an assumption until measured by a real render of a checkpoint)."""
 
 
 @dataclass
@@ -192,6 +214,8 @@ class RunConfig:
     """Show full tracebacks on errors."""
     extra: List[str] = _field(default_factory=list)
     """Free-form tags recorded in report.json."""
+    estimate: EstimateConfig = _field(default_factory=EstimateConfig)
+    """Settings of the estimator only (``python -m animate124.estimate``)."""
     gpu_memory_gb: Optional[float] = None
     """GPU memory budget in GB (e.g. 24). When set, the budget planner of ``animate124.estimate`` turns memory levers
     on in a documented order (exact levers first) until every phase's estimated peak, plus the CUDA context and the

@@ -102,7 +102,7 @@ def pick_phase(run_dir: str | Path, phase: str | None = None) -> str:
     return find_scene_checkpoint(run_dir, phase)[1]
 
 
-def _typed(schema: type, values: dict[str, Any] | None) -> Any:
+def typed_config(schema: type, values: dict[str, Any] | None) -> Any:
     """A schema dataclass filled from a (saved) dict; unknown keys are ignored (older/newer checkpoints)."""
     base = OmegaConf.structured(schema)
     known = {k: v for k, v in (values or {}).items() if k in base}
@@ -156,8 +156,8 @@ def scene_from_checkpoint(ckpt: str | Path, device: str | torch.device = "cpu", 
     model_state, _, state = load_checkpoint(ckpt)
     config = state.get("config") or {}
     phase = str(state.get("phase") or "")
-    field_cfg = _typed(FieldConfig, config.get("field"))
-    render_cfg = _typed(RenderConfig, config.get("render"))
+    field_cfg = typed_config(FieldConfig, config.get("field"))
+    render_cfg = typed_config(RenderConfig, config.get("render"))
     field = build_field(field_cfg, dynamic=phase not in STATIC_PHASES if dynamic is None else dynamic)
     load_field_state(field, split_state(model_state, "field"))
     occupancy = _occupancy_from_state(model_state, render_cfg, float(field_cfg.bound))

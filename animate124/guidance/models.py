@@ -252,7 +252,19 @@ def load(
         obj = obj.to(device=device)
         obj.eval()
         obj.requires_grad_(False)
+        _apply_checkpointing(obj, models_cfg)
     return obj
+
+
+def _apply_checkpointing(module: nn.Module, models_cfg: ModelsConfig) -> None:
+    """The memory levers ``models.vae_checkpointing`` / ``models.unet_checkpointing`` (diffusers' gradient
+    checkpointing of VAEs / UNets; exact, one more forward of the checkpointed blocks in backward)."""
+    if not hasattr(module, "enable_gradient_checkpointing"):
+        return
+    name = type(module).__name__
+    if (models_cfg.vae_checkpointing and name.startswith("Autoencoder")) or (
+            models_cfg.unet_checkpointing and name.startswith("UNet")):
+        module.enable_gradient_checkpointing()
 
 
 # --------------------------------------------------------------------------------------------- prompts

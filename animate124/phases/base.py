@@ -37,6 +37,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from animate124.config.phases import AdamPhaseConfig, TrainLoopConfig, typed_phase_config
 from animate124.config.schema import RunConfig
 from animate124.errors import Animate124Error, ConfigError
 from animate124.io import lock
@@ -117,10 +118,12 @@ class Phase:
 
     name: str = ""
     """The phase's folder name in the run directory (the PhaseKind value)."""
+    pcfg: TrainLoopConfig
+    """``cfg.phase`` as its phase's dataclass (subclasses narrow the annotation to their own config class)."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, device: torch.device | None = None) -> None:
         self.cfg = cfg
-        self.pcfg = cfg.phase
+        self.pcfg = typed_phase_config(cfg.phase)
         self.run_dir = Path(run_dir)
         self.device = device if device is not None else select_device(cfg.device)
         self.dirs: PhaseDirs = phase_dirs(self.run_dir, self.name)
@@ -196,11 +199,10 @@ class Phase:
         return config_to_dict(self.cfg)
 
     def _amp(self) -> bool:
-        return bool(getattr(self.pcfg, "amp", True)) and self.device.type == "cuda"
+        return bool(self.pcfg.amp) and self.device.type == "cuda"
 
     def _grad_clip(self) -> float | None:
-        optim = getattr(self.pcfg, "optim", None)
-        return getattr(optim, "grad_clip_value", None) if optim is not None else None
+        return self.pcfg.optim.grad_clip_value if isinstance(self.pcfg, AdamPhaseConfig) else None
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -240,7 +242,7 @@ class _Session:
             "train_time_s": self.train_time(),
         }
         optim_state = p.optimizer.state_dict() if p.optimizer is not None else None
-        keep = int(getattr(p.pcfg, "keep_checkpoints", 2))
+        keep = int(p.pcfg.keep_checkpoints)
         check_free_space(p.dirs.checkpoints, self.last_size, f"checkpoint step {self.done}")
         path = save_checkpoint(p.dirs.checkpoints, self.done, merge_states(p.modules_to_save()), optim_state, state,
                                keep, needed_bytes=self.last_size)
@@ -278,7 +280,7 @@ def _resume(session: _Session) -> None:
 
 
 def _progress(phase: Phase, start: int):
-    enabled = bool(getattr(phase.pcfg, "progress", True)) and sys.stderr.isatty()
+    enabled = bool(phase.pcfg.progress) and sys.stderr.isatty()
     from tqdm.auto import tqdm
 
     return tqdm(total=phase.max_steps, initial=start, disable=not enabled, desc=phase.name, dynamic_ncols=True,
@@ -393,9 +395,9 @@ def train(phase: Phase) -> dict[str, Any]:
     _resume(session)
     phase.dirs.config.write_text(OmegaConf.to_yaml(OmegaConf.create(phase.config_dict)))
     interval = max(1, int(phase.cfg.render.update_interval))
-    log_every = max(1, int(getattr(phase.pcfg, "log_every", 10)))
-    ckpt_every = int(getattr(phase.pcfg, "checkpoint_every", 0))
-    val_every = int(getattr(phase.pcfg, "val_every", 0))
+    log_every = max(1, int(phase.pcfg.log_every))
+    ckpt_every = int(phase.pcfg.checkpoint_every)
+    val_every = int(phase.pcfg.val_every)
     writer = SummaryWriter(log_dir=str(phase.dirs.tb))
     bar = _progress(phase, session.done)
     session.pace = PaceWatch(phase.name, phase.device, session.start_step, phase.max_steps)

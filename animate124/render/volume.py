@@ -330,8 +330,42 @@ class VolumeRenderer(nn.Module):
             the per-sample fields stay packed.
         """
         rays_o, rays_d, ray_t, bg, light, (b, f, h, w) = self._frame_rays(cameras, times, background, light_dir)
-        out = self.render_rays(rays_o, rays_d, ray_t, bg, shading, ambient, light, perturb, need_normals)
+        chunk = self.cfg.checkpoint_frames
+        if chunk and torch.is_grad_enabled() and b * f > chunk:
+            out = self._render_checkpointed(rays_o, rays_d, ray_t, bg, light, chunk * h * w, shading, ambient, perturb,
+                                            need_normals)
+        else:
+            out = self.render_rays(rays_o, rays_d, ray_t, bg, shading, ambient, light, perturb, need_normals)
         return _reshape(out, (b, f, h, w))
+
+    def _render_checkpointed(self, rays_o: Tensor, rays_d: Tensor, ray_t: Tensor | None, bg: Tensor | None,
+                             light: Tensor | None, chunk: int, shading: str, ambient: float, perturb: bool,
+                             need_normals: bool | None) -> RenderOutput:
+        """:meth:`render_rays` over chunks of ``chunk`` rays, each under non-reentrant gradient checkpointing.
+
+        The memory lever ``render.checkpoint_frames``: each chunk's per-sample activations are recomputed in backward
+        (the RNG state is restored, so the recomputation marches the same samples) instead of kept for every frame.
+        """
+        from torch.utils.checkpoint import checkpoint
+
+        n = rays_o.shape[0]
+
+        def per_ray(x: Tensor | None, s: slice, dims: int) -> Tensor | None:
+            return x[s] if x is not None and x.dim() == dims else x  # [N] times, [N, 3] background / light
+
+        outs = []
+        for i in range(0, n, chunk):
+            s = slice(i, min(i + chunk, n))
+            outs.append(checkpoint(self.render_rays, rays_o[s], rays_d[s], per_ray(ray_t, s, 1), per_ray(bg, s, 2),
+                                   shading, ambient, per_ray(light, s, 2), perturb, need_normals, use_reentrant=False))
+
+        def cat(name: str) -> Tensor | None:
+            parts = [getattr(o, name) for o in outs]
+            return None if any(p is None for p in parts) else torch.cat(parts)
+
+        return RenderOutput(rgb=cat("rgb"), opacity=cat("opacity"), depth=cat("depth"), normals=cat("normals"),
+                            sample_weights=cat("sample_weights"), sample_normals=cat("sample_normals"),
+                            sample_dirs=cat("sample_dirs"))
 
     @torch.no_grad()
     def render_image(

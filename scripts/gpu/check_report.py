@@ -78,11 +78,14 @@ def _estimate_peak(estimate: dict | None, phase: str) -> float | None:
     """The estimator's peak memory for ``phase`` in MiB, if its JSON has a recognisable entry (format of issue 12)."""
     if not isinstance(estimate, dict):
         return None
+    if isinstance(estimate.get("estimate"), dict):  # animate124.estimate's estimate.json: {"kind", "gpu", "estimate"}
+        estimate = estimate["estimate"]
     node = estimate.get("phases", estimate).get(phase) if isinstance(estimate.get("phases", estimate), dict) else None
     if not isinstance(node, dict):
         return None
     for key, scale in (("peak_mib", 1.0), ("peak_mb", 1.0), ("peak_gib", 1024.0), ("peak_gb", 1024.0),
-                       ("peak_bytes", 2.0 ** -20)):
+                       ("peak_bytes", 2.0 ** -20),
+                       ("peak_allocated_gb", 1e9 / 2.0 ** 20)):  # the estimator's GB are 1e9 bytes
         value = node.get(key)
         if isinstance(value, (int, float)):
             return float(value) * scale
