@@ -129,7 +129,7 @@ def test_fit_step(tmp_path):
     from animate124.data.synthetic import make_synthetic_scene
     from animate124.phases.fit import FitPhase
 
-    scene = make_synthetic_scene(tmp_path / "scene", size=16, n_train=4, n_test=1, n_val=0)
+    scene = make_synthetic_scene(tmp_path / "scene", size=16, n_train=4, n_test=1, n_val=1)
     cfg = _cfg("phase=fit", f"data.path={scene}", "field=small", "render=fast", "render.grid_resolution=16",
                "phase.batch_rays=64", "phase.progress=false")
     step_under_autocast(FitPhase(cfg, tmp_path / "run"), 0)

@@ -19,7 +19,7 @@ TINY = ["phase=fit", "field=small", "render=fast", "render.grid_resolution=16", 
 
 @pytest.fixture(scope="module")
 def tiny_scene(tmp_path_factory):
-    return make_synthetic_scene(tmp_path_factory.mktemp("scene"), size=16, n_train=4, n_test=1, n_val=0)
+    return make_synthetic_scene(tmp_path_factory.mktemp("scene"), size=16, n_train=4, n_test=1, n_val=1)
 
 
 def _error_line(capsys) -> str:

@@ -50,7 +50,7 @@ def test_two_cases_run_as_two_jobs(tmp_path):
 
 
 def test_preempted_job_is_requeued_and_resumes(tmp_path):
-    scene = make_synthetic_scene(tmp_path / "scene", size=16, n_train=4, n_test=1, n_val=0)
+    scene = make_synthetic_scene(tmp_path / "scene", size=16, n_train=4, n_test=1, n_val=1)
     sweep = tmp_path / "sweep"
     run = sweep / "job"
     cmd = [sys.executable, "-m", "animate124.run", "-m", "hydra/launcher=submitit_local", "preset=smoke", "phase=fit",

@@ -95,9 +95,28 @@ class FitPhaseConfig(AdamPhaseConfig):
     eval_max_frames: Optional[int] = None
     """Evaluate on at most this many test frames (None = all)."""
     val_max_frames: Optional[int] = 4
-    """Test frames rendered at each validation (every ``val_every`` steps: the PSNR curve; None = all)."""
+    """Validation frames rendered at each validation (every ``val_every`` steps: the val PSNR curve that chooses the
+    best step; None = all). They come from the dataset's val split, else from ``val_holdout`` held-out train frames."""
+    val_holdout: int = 4
+    """Without a val split: this many training frames (evenly spaced) are held out of training as validation."""
+    curve_test_frames: int = 0
+    """Also render this many test frames at each validation, for the report's test curve only (they never choose the
+    model, the step or a stop: model selection uses validation frames only)."""
+    keep_best: bool = False
+    """Keep the field of the step with the best val PSNR (``<phase>/best/``) and evaluate that one at the end."""
+    eval_train_frames: int = 4
+    """Training frames rendered at the end for the report's train PSNR."""
     save_val_images: int = 4
     """Test frames saved to val/ as ground truth | prediction PNGs at the end."""
+    lambda_time_tv: float = 1.0
+    """Temporal regulariser weight of the coarsest level (keyframe grid: per-level keyframe TV; hash4d: per-level
+    finite differences across ``time_smooth_dt``; :meth:`animate124.fields.GridField.time_smoothness`)."""
+    time_tv_level_decay: float = 0.5
+    """Level ℓ (0 = coarsest) weighs ``lambda_time_tv·decay^ℓ``: coarse levels move smoothly, fine detail stays free."""
+    time_smooth_points: int = 4096
+    """hash4d: random points per step of its finite-difference term."""
+    time_smooth_dt: float = 0.0625
+    """hash4d: the time offset Δτ of its finite differences."""
     lr_final_ratio: float = 0.1
     """The learning rate decays exponentially to lr·lr_final_ratio at max_steps (1.0 = constant)."""
     occupancy_thresh: Optional[float] = 1.0
@@ -281,7 +300,12 @@ class DynamicPhaseConfig(GenerationPhaseConfig):
     """Regulariser weights; the entropy weight is at full strength at once (entropy_ramp 0: the field comes trained
     from the static phase; the original's cumulative ramp was already at 2/3 when its dynamic stage began)."""
     lambda_time_tv: float = 0.1
-    """Temporal TV of the keyframe tables on every step (spec §7.8)."""
+    """Temporal smoothness on every step (spec §7.8's keyframe TV, now per level and also for hash4d:
+    :meth:`animate124.fields.GridField.time_smoothness`). UNTESTED with real priors: the per-level scheme was tuned on
+    phase=fit only (docs/benchmarks.md); tiny random priors cannot tune it."""
+    time_tv_level_decay: float = 0.5
+    """Level ℓ (0 = coarsest) weighs ``lambda_time_tv·decay^ℓ`` (fit's measured default; untested with real priors;
+    1.0 = the original's one weight for all levels)."""
     val_frames: int = 64
     """Frames of each validation video (τ = linspace(0, 1))."""
     val_size: int = 256

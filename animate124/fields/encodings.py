@@ -68,6 +68,8 @@ class GridEncoding(nn.Module):
                                            dims)
         self.offsets: Tensor
         self.register_buffer("offsets", offsets, persistent=False)
+        self.level_offsets: list[int] = [int(v) for v in offsets.tolist()]
+        """The level offsets on the host (level ℓ's rows are ``level_offsets[ℓ] : level_offsets[ℓ + 1]``)."""
         self.resolutions: Tensor
         self.register_buffer("resolutions", resolutions, persistent=False)
         table = torch.empty(keyframes, int(offsets[-1]), cfg.features_per_level)

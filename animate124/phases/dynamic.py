@@ -19,7 +19,7 @@ One step (``step`` 0-based; every ``known_interval``-th step is a reference step
   field call, then the video prior(s) (``guidance.video.kind``: text → ``guidance.video``, image →
   ``guidance.image_video``, both) and, when the clip starts at τ = 0, Zero-1-to-3 SDS on frame 0;
 * every step: opacity entropy, orientation and 2D normal smoothness (when normals were rendered) and
-  ``lambda_time_tv``·temporal TV of the keyframe tables. The base loop adds fp16 autocast + GradScaler on CUDA,
+  ``lambda_time_tv``·per-level temporal smoothness of the field. The base loop adds fp16 autocast + GradScaler on CUDA,
   value clipping (``optim.grad_clip_value`` = 1.0) and occupancy refreshes every ``render.update_interval`` steps.
 
 Validation (every ``val_every`` steps and at the end): ``<run_dir>/dynamic/videos/step_NNNNNNN_fixed.mp4`` (the
@@ -48,7 +48,7 @@ from animate124.config.phases import DynamicPhaseConfig
 from animate124.config.schema import FieldConfig
 from animate124.data.time import Clip, ClipSampler, validation_times
 from animate124.errors import InputError
-from animate124.fields import build_field, init_dynamic_from_static, load_field_state
+from animate124.fields import build_field, init_dynamic_from_static, level_weights, load_field_state
 from animate124.guidance.base import GuidanceTerm
 from animate124.io.checkpoint import load_checkpoint, split_state
 from animate124.io.handoff import find_checkpoint
@@ -221,10 +221,12 @@ class DynamicPhase(GenerationPhase):
         return images.new_zeros(()), {}
 
     def regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, Stats]:
-        """The generation phases' regularisers plus ``lambda_time_tv``·temporal TV of the keyframe tables."""
+        """The generation phases' regularisers plus ``lambda_time_tv``·the field's per-level temporal smoothness
+        (weights ``time_tv_level_decay^ℓ``)."""
         loss, stats = super().regularisers(step, out)
         if self.pcfg.lambda_time_tv > 0:
-            ttv = self.field.tv_loss().float()
+            weights = level_weights(self.field.cfg.num_levels, self.pcfg.time_tv_level_decay)
+            ttv = self.field.time_smoothness(weights).float()
             loss = loss + self.pcfg.lambda_time_tv * ttv
             stats["reg/time_tv"] = ttv.detach()
         return loss, stats

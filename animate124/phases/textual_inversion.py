@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from animate124.config.phases import TextualInversionPhaseConfig
 from animate124.data.case import Case, find_subject, load_case
 from animate124.data.reference import open_image
 from animate124.errors import InputError
@@ -88,6 +89,7 @@ class TextualInversionPhase(Phase):
     """Trains one token embedding; see the module docstring."""
 
     name = "textual_inversion"
+    pcfg: TextualInversionPhaseConfig
 
     def build(self) -> None:
         cfg, p = self.cfg, self.pcfg
