@@ -107,7 +107,7 @@ setup(
         "pygltflib>=1.16",
     ],
     extras_require={
-        "dev": ["pytest>=7", "ruff", "build", "wheel", "playwright>=1.65", "xatlas>=0.0.11"],
+        "dev": ["pytest>=7", "ruff", "pyright>=1.1.380", "build", "wheel", "playwright>=1.65", "xatlas>=0.0.11"],
         "texture": ["xatlas>=0.0.11"],
         "rembg": ["rembg"],
         "slurm": ["hydra-submitit-launcher>=1.2.0", "submitit>=1.4.6"],  # 1.4.4+ reads SUBMITIT_PREEMPT_SIGNAL

@@ -44,7 +44,7 @@ def remove_background(im: Image.Image, path: Path) -> Image.Image:
     if importlib.util.find_spec("rembg") is None:
         raise InputError(f"{path} has no alpha channel and background removal needs the optional `rembg` package; "
                          f"`pip install rembg`, or give an RGBA image with the background removed")
-    import rembg  # optional dependency
+    import rembg  # pyright: ignore[reportMissingImports]  # optional dependency (preprocess extra)
 
     return rembg.remove(im.convert("RGB")).convert("RGBA")
 

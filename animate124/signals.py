@@ -128,6 +128,6 @@ class StopSignals:
         sig = self.received
         self.restore()
         handler = self.previous_handler(sig) if sig is not None else None
-        if handler is not None:
+        if handler is not None and sig is not None:
             log.info("handing %s on to the previous handler (%s)", sig.name, getattr(handler, "__qualname__", handler))
             handler(int(sig), None)

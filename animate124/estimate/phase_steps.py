@@ -65,7 +65,7 @@ def trace_render_step(env: StepEnv, v: Variant, models: list[str], fcfg: Any, sp
     tr = env.new_tracer()
     rc = render_cost(fcfg, v.frames * v.size * v.size, spr, v.normals, dynamic)
     ck = checkpoint_frames is not None and v.frames > checkpoint_frames
-    frac = checkpoint_frames / v.frames if ck else 1.0
+    frac = checkpoint_frames / v.frames if checkpoint_frames is not None and ck else 1.0
     alphas = _alphas()
     env.prepare(models)
     with env.tracing():

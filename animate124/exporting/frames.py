@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ class ImageRenderer(Protocol):
     """What export needs: ``render.volume.VolumeRenderer`` and ``render.instances.InstancesRenderer`` both fit."""
 
     def render_image(self, cameras: Cameras, times: Tensor | None = None, background: Tensor | None = None,
-                     shading: str = "albedo", ambient: float = 1.0, **kwargs: Any) -> RenderOutput: ...
+                     shading: str = "albedo", ambient: float = 1.0) -> RenderOutput: ...
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from omegaconf import OmegaConf
@@ -28,6 +28,9 @@ from animate124.io.checkpoint import load_checkpoint, split_state
 from animate124.io.handoff import find_checkpoint
 from animate124.io.run_dir import load_inputs
 from animate124.render.occupancy import OccupancyGrid
+
+if TYPE_CHECKING:
+    from animate124.render.volume import VolumeRenderer
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ class Scene:
         """``field, occupancy, render_cfg, inputs = load_scene(run_dir)`` (the short form)."""
         return iter((self.field, self.occupancy, self.render_cfg, self.inputs))
 
-    def renderer(self, chunk_rays: int | None = None) -> nn.Module:
+    def renderer(self, chunk_rays: int | None = None) -> VolumeRenderer:
         """A VolumeRenderer over this scene (``chunk_rays`` overrides render.chunk_rays)."""
         from animate124.render.volume import VolumeRenderer
 

@@ -95,9 +95,10 @@ class GridEncoding(nn.Module):
         if needs_t and t is None:
             raise ValueError("this encoding is time-dependent: pass t [N] (scene time τ in [0, 1])")
         if self.dims == 4:
+            assert t is not None  # checked above (needs_t)
             u = torch.cat([u, (t.to(u.dtype).clamp(0.0, 1.0) * self.time_scale)[:, None]], dim=-1)
         feats = grid_encode(u, self.embeddings, self.offsets, self.resolutions, self.kind,
-                            t=t.to(u.dtype) if self.keyframes > 1 else None)
+                            t=t.to(u.dtype) if t is not None and self.keyframes > 1 else None)
         return mask_levels(feats, self.active_levels, self.features_per_level)
 
 

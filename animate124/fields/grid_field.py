@@ -87,7 +87,7 @@ class GridField(nn.Module):
     @property
     def is_dynamic(self) -> bool:
         """True when the output depends on τ (hash4d, or a keyframe grid with K > 1)."""
-        return self.kind == FieldKind.hash4d or self.encoding.keyframes > 1
+        return isinstance(self.encoding, Hash4DEncoding) or self.encoding.keyframes > 1
 
     @property
     def active_levels(self) -> int | None:
@@ -154,7 +154,7 @@ class GridField(nn.Module):
         0 for static fields, and 0 for hash4d: its time variation lives in a 4D grid whose coarse levels already have
         few cells along τ; an explicit τ-TV would need extra grid evaluations, which is what this term avoids.
         """
-        if self.kind == FieldKind.keyframe_grid and self.encoding.keyframes > 1:
+        if isinstance(self.encoding, GridEncoding) and self.encoding.keyframes > 1:  # keyframe grid (hash4d: 0)
             return keyframe_tv(self.encoding.embeddings)
         return self._dummy.new_zeros(())
 

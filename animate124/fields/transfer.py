@@ -7,8 +7,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from animate124.config.schema import FieldConfig, FieldKind
+from animate124.config.schema import FieldConfig
 from animate124.errors import CheckpointError
+from animate124.fields.encodings import GridEncoding, Hash4DEncoding
 from animate124.fields.grid_field import GridField
 
 _FIX = ("build the field with the field config the checkpoint was written with (field.kind, field.keyframes, "
@@ -56,9 +57,10 @@ def init_dynamic_from_static(static: GridField, cfg: FieldConfig) -> GridField:
     if static.is_dynamic:
         raise ValueError("init_dynamic_from_static expects a static field (one keyframe table)")
     dyn = build_field(cfg, dynamic=True).to(static.device)
+    assert isinstance(static.encoding, GridEncoding)  # a static field is one keyframe table
     src = static.encoding.embeddings
     with torch.no_grad():
-        if dyn.kind == FieldKind.hash4d:
+        if isinstance(dyn.encoding, Hash4DEncoding):
             dst = dyn.encoding.grid3d.embeddings
             _check_same_shape("encoding.grid3d.embeddings", src, dst, where="the static field")
             dyn.encoding.grid3d.embeddings.copy_(src)

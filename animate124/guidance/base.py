@@ -7,7 +7,7 @@ Subclasses implement :meth:`GuidanceTerm.forward`. Helpers here are shared by ev
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,7 @@ def resize_frames(images: Tensor, size: Union[int, tuple[int, int]]) -> Tensor:
     return F.interpolate(images, size=hw, mode="bilinear", align_corners=False)
 
 
-def vae_encode(vae: nn.Module, images: Tensor, sample: bool = True, scale: bool = True,
+def vae_encode(vae: Any, images: Tensor, sample: bool = True, scale: bool = True,
                generator: Optional[torch.Generator] = None) -> Tensor:
     """Encode ``[N, 3, H, W]`` images in [0, 1] to latents with gradients through the encoder.
 

@@ -261,7 +261,7 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     if not ckpt_dir.is_dir():
         return []
     found = [p for p in ckpt_dir.iterdir() if p.is_dir() and STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]  # matched in the filter above
 
 
 def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:

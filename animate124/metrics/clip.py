@@ -56,7 +56,7 @@ def random_clip_large() -> nn.Module:
 class Clip:
     """A loaded CLIP model with embedding helpers."""
 
-    model: nn.Module
+    model: Any  # transformers CLIPModel (its config and submodules are read by name)
     """transformers CLIPModel (eval, fp32)."""
     tokenizer: Any
     """CLIPTokenizer."""

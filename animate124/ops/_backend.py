@@ -74,7 +74,7 @@ def _jit_build() -> ModuleType:
 
     print(f"animate124: JIT-building the CUDA kernels with CUDA_HOME={home} (first use only; cached in "
           "TORCH_EXTENSIONS_DIR) ...", flush=True)
-    return load(
+    return load(  # type: ignore[return-value]  # returns the module (is_python_module=True, the default)
         name="animate124_C",
         sources=sources,
         extra_include_paths=[str(_SOURCE_DIR / "include")],

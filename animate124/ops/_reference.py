@@ -251,6 +251,7 @@ class _GridPlan:
         self.keyframes, self.feat = keyframes, feat
         self.keyframe = None
         if keyframes > 1:
+            assert t is not None, "keyframes > 1 needs t"
             g = (t.to(x.dtype) * (keyframes - 1)).clamp(0, keyframes - 1)
             i0 = torch.floor(g).long().clamp(0, keyframes - 1)
             self.keyframe = (i0, (i0 + 1).clamp(max=keyframes - 1), g - i0.to(g.dtype))

@@ -145,6 +145,7 @@ class FitPhase(Phase):
         out = self.renderer.render_rays(rays_o.to(dev), rays_d.to(dev), data.times[frame].to(dev), bg.to(dev),
                                         perturb=True)
         mse = F.mse_loss(out.rgb.float(), target.to(dev))
+        assert out.sample_weights is not None  # render_rays always returns them
         stats = {"psnr": psnr_from_mse(float(mse.detach())),
                  "samples_per_ray": out.sample_weights.numel() / p.batch_rays}
         loss = mse

@@ -33,7 +33,7 @@ from animate124.config.phases import GenerationPhaseConfig
 from animate124.data.case import STATIC_PREFIX, apply_case, find_subject, load_case, subject_phrase
 from animate124.data.reference import ReferenceImage, load_reference, sibling_depth
 from animate124.errors import InputError
-from animate124.fields import build_field
+from animate124.fields import GridField, build_field
 from animate124.io.run_dir import load_inputs, save_inputs
 from animate124.metrics.image import psnr_from_mse
 from animate124.phases.base import Phase, StepOutput
@@ -88,6 +88,9 @@ class GenerationPhase(Phase):
     """Base of the static, dynamic and refine phases; see the module docstring."""
 
     pcfg: GenerationPhaseConfig
+    field: GridField
+    occupancy: OccupancyGrid
+    optimizer: torch.optim.Optimizer
     dynamic: bool = False
     """Whether the field takes time (and the reference view is rendered at τ = 0)."""
 

@@ -16,7 +16,7 @@ nerfacc cannot sample on the CPU: CPU rays raise :class:`~animate124.errors.Conf
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from animate124.render.volume import VolumeRenderer
 
 _HINT = "render.backend=nerfacc needs a CUDA device and nerfacc>=0.5; use render.backend=auto"
-_ESTIMATORS: "weakref.WeakKeyDictionary[OccupancyGrid, object]" = weakref.WeakKeyDictionary()
+_ESTIMATORS: "weakref.WeakKeyDictionary[OccupancyGrid, Any]" = weakref.WeakKeyDictionary()
 
 
 def _estimator(occupancy: "OccupancyGrid", device: torch.device):

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from animate124 import ops
 from animate124.config.schema import RenderBackend, RenderConfig
 from animate124.errors import ConfigError
+from animate124.ops import _backend
 from animate124.ops import inference as ops_inference
 from animate124.ops.raymarch import check_values
 from animate124.render.cameras import Cameras, autocast_off, fp32_geometry, get_rays
@@ -161,9 +162,9 @@ class VolumeRenderer(nn.Module):
         return shading == "normal" or (shading in ("lambertian", "textureless") and ambient < 1.0)
 
     def _check_backend(self, rays_o: Tensor) -> None:
-        if self.cfg.backend == RenderBackend.cuda and not ops._backend.use_cuda(rays_o):
+        if self.cfg.backend == RenderBackend.cuda and not _backend.use_cuda(rays_o):
             raise ConfigError("render.backend=cuda needs a CUDA device and the compiled kernels "
-                              f"({ops._backend.backend_info()['how']}); use render.backend=auto")
+                              f"({_backend.backend_info()['how']}); use render.backend=auto")
 
     def _nerfacc_fn(self, rays_o: Tensor) -> Callable[..., RenderOutput]:
         """nerfacc_backend.render_rays_nerfacc (which raises ConfigError for CPU rays or a missing nerfacc)."""

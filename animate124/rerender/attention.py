@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 MODES = ("anchor", "all")
 
@@ -78,13 +78,13 @@ class ExtendedSelfAttnProcessor:
         return out / attn.rescale_output_factor
 
 
-def set_extended_attention(unet: nn.Module, frames: int, mode: str = "anchor", anchor: int = 0) -> dict[str, Any]:
+def set_extended_attention(unet: Any, frames: int, mode: str = "anchor", anchor: int = 0) -> dict[str, Any]:
     """Install :class:`ExtendedSelfAttnProcessor` on every ``attn1`` (self-attention) layer of ``unet``.
 
     Returns:
         The previous processors (``unet.set_attn_processor(previous)`` restores them).
     """
-    previous = dict(unet.attn_processors)
+    previous: dict[str, Any] = dict(unet.attn_processors)
     proc = ExtendedSelfAttnProcessor(frames, mode, anchor)
     unet.set_attn_processor({name: (proc if name.endswith("attn1.processor") else p) for name, p in previous.items()})
     return previous

@@ -3,7 +3,7 @@ guided by the coarse render (rerender/sampling.py::inbetween)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -57,7 +57,7 @@ class KeyedSVD:
 
     def decode(self, z: Tensor) -> Tensor:
         """[F, 4, h, w] → [F, 3, H, W] in [0, 1] (the temporal decoder sees the whole segment)."""
-        vae = self.term.vae
+        vae: Any = self.term.vae  # diffusers AutoencoderKLTemporalDecoder
         dtype = next(vae.parameters()).dtype
         with torch.no_grad():
             x = vae.decode((z / vae.config.scaling_factor).to(dtype), num_frames=z.shape[0]).sample.float()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -103,7 +103,7 @@ def known_mask(render_alpha: Tensor, ref_alpha: Tensor, latent_hw: tuple[int, in
     return -F.adaptive_max_pool2d(-agree, latent_hw)
 
 
-def decode(vae: nn.Module, z: Tensor) -> Tensor:
+def decode(vae: Any, z: Tensor) -> Tensor:
     """SD VAE latents [K, 4, h, w] → images [K, 3, H, W] in [0, 1]."""
     dtype = next(vae.parameters()).dtype
     x = vae.decode((z / vae.config.scaling_factor).to(dtype)).sample.float()
