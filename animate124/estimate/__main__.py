@@ -61,6 +61,7 @@ def table(est: dict[str, Any], gpu: str = "h100") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 with a one-line error for bad input)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from animate124.run import check_gpu_memory_gb, one_line
@@ -95,7 +96,7 @@ def run(cfg: Any) -> dict[str, Any]:
     if cfg.gpu_memory_gb is not None:
         from animate124.estimate.levers import plan
 
-        _, report = plan(cfg, float(cfg.gpu_memory_gb), lambda c: estimate_run(c, gpu))
+        _, report = plan(cfg, float(cfg.gpu_memory_gb), gpu)
         print(f"== without a budget ({gpu}; estimates) ==\n{table(report['before'], gpu)}")
         print(f"\n== gpu_memory_gb={cfg.gpu_memory_gb:g} ({'fits' if report['fits'] else 'DOES NOT FIT'}) ==")
         for lv in report["levers"]:

@@ -190,20 +190,39 @@ def _phase_summary(cfg: Any, pcfg: Any, rows: list[dict], models: list[str], fie
     }
 
 
-def estimate_run(cfg: Any, gpu_name: str = "h100") -> dict[str, Any]:
-    """Estimates of the run's phase (``phase=all``: each of the four, plus totals)."""
-    pcfg = cfg.phase
-    env = StepEnv(_builders(cfg), model_dtype(cfg), fake_mode())
-    if pcfg.kind.value != "all":
-        return {"phases": {pcfg.kind.value: estimate_phase(cfg, pcfg, gpu_name, env)}}
+def phase_names(cfg: Any) -> list[str]:
+    """The phases a run of ``cfg`` trains (``phase=all``: the four of the chain)."""
+    if cfg.phase.kind.value != "all":
+        return [cfg.phase.kind.value]
     from animate124.phases.all import ORDER
 
-    phases = {}
-    for name in ORDER:
-        sub = dataclasses.replace(cfg, phase=getattr(pcfg, name))
-        phases[name] = estimate_phase(sub, sub.phase, gpu_name, env)
+    return list(ORDER)
+
+
+def phase_config(cfg: Any, name: str) -> Any:
+    """The run config of one phase of ``cfg`` (itself unless ``phase=all``)."""
+    return cfg if cfg.phase.kind.value != "all" else dataclasses.replace(cfg, phase=getattr(cfg.phase, name))
+
+
+def estimate_phases(cfg: Any, names: list[str], gpu_name: str = "h100") -> dict[str, dict[str, Any]]:
+    """Estimates of the phases ``names`` of ``cfg`` (one fake mode and one set of meta models for all)."""
+    env = StepEnv(_builders(cfg), model_dtype(cfg), fake_mode())
+    out = {}
+    for name in names:
+        sub = phase_config(cfg, name)
+        out[name] = estimate_phase(sub, sub.phase, gpu_name, env)
+    return out
+
+
+def combine(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per-phase estimates plus the run's totals."""
     total = {gname: {e: sum(p["time"][gname][e]["total_s"] for p in phases.values()) for e in ("100%", "40%")}
              for gname in G.GPUS}
-    return {"phases": phases, "total_time_s": total,
-            "max_needs_gb": max(p["needs_gb"] for p in phases.values()),
-            "nan_check": all(math.isfinite(p["peak_allocated_gb"]) for p in phases.values())}
+    if not all(math.isfinite(p["peak_allocated_gb"]) for p in phases.values()):
+        raise RuntimeError("non-finite memory estimate")
+    return {"phases": phases, "total_time_s": total, "max_needs_gb": max(p["needs_gb"] for p in phases.values())}
+
+
+def estimate_run(cfg: Any, gpu_name: str = "h100") -> dict[str, Any]:
+    """Estimates of the run's phase (``phase=all``: each of the four, plus totals)."""
+    return combine(estimate_phases(cfg, phase_names(cfg), gpu_name))

@@ -27,7 +27,7 @@ import copy
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -140,37 +140,39 @@ def fits(needs_gb: float, budget_gb: float, margin: float) -> bool:
     return needs_gb * (1.0 + margin) <= budget_gb
 
 
-def plan(cfg: Any, budget_gb: float, estimate: Optional[Callable[[Any], dict]] = None) -> tuple[Any, dict[str, Any]]:
+def plan(cfg: Any, budget_gb: float, gpu: str = "h100") -> tuple[Any, dict[str, Any]]:
     """Turn levers on in order until every phase of ``cfg`` fits ``budget_gb``.
 
-    Returns:
-        (the config with the levers set, a report: levers used with their estimated H100 time cost at 40 % and
-        whether they change results, the estimates before and after, and whether everything fits).
+    Only the phases a lever acts on are estimated again. Returns (the config with the levers set, a report: levers
+    used with their estimated H100 time cost at 40 % and whether they change results, the estimates before and
+    after, and whether everything fits).
     """
-    from animate124.estimate.core import MARGIN, estimate_run
+    from animate124.estimate.core import MARGIN, combine, estimate_phases, phase_names
 
-    estimate = estimate or estimate_run
-    before = estimate(cfg)
-    current, used = before, []
+    names = phase_names(cfg)
+    current = estimate_phases(cfg, names, gpu)
+    before = combine(dict(current))
+    used = []
     for lever in levers():
-        bad = [p for p, e in current["phases"].items() if not fits(e["needs_gb"], budget_gb, MARGIN)]
+        bad = [p for p, e in current.items() if not fits(e["needs_gb"], budget_gb, MARGIN)]
         if not bad:
             break
         if not any(p in lever.phases for p in bad) or _is_noop(cfg, lever):
             continue
         new_cfg = lever.apply(cfg)
-        new = estimate(new_cfg)
-        cost = _total_40(new) - _total_40(current)
+        touched = [p for p in names if p in lever.phases]
+        new = {**current, **estimate_phases(new_cfg, touched, gpu)}
+        cost = sum(_total_40(new[p]) - _total_40(current[p]) for p in touched)
         used.append({"lever": lever.name, "override": lever.override, "exact": lever.exact,
-                     "time_cost_s_h100_40": cost, "needs_gb_after": {p: e["needs_gb"] for p, e in new["phases"].items()}})
+                     "time_cost_s_h100_40": cost, "needs_gb_after": {p: e["needs_gb"] for p, e in new.items()}})
         log.warning("gpu_memory_gb=%g: %s (%s; %s, %+.0f s estimated on an H100 at 40 %%)", budget_gb, lever.name,
                     lever.override, "exact" if lever.exact else "CHANGES RESULTS", cost)
         cfg, current = new_cfg, new
-    ok = all(fits(e["needs_gb"], budget_gb, MARGIN) for e in current["phases"].values())
+    ok = all(fits(e["needs_gb"], budget_gb, MARGIN) for e in current.values())
     if not ok:
         log.warning("gpu_memory_gb=%g: no lever combination fits every phase (estimate %s GB)", budget_gb,
-                    {p: round(e["needs_gb"], 1) for p, e in current["phases"].items()})
-    return cfg, {"gpu_memory_gb": budget_gb, "fits": ok, "levers": used, "before": before, "after": current}
+                    {p: round(e["needs_gb"], 1) for p, e in current.items()})
+    return cfg, {"gpu_memory_gb": budget_gb, "fits": ok, "levers": used, "before": before, "after": combine(current)}
 
 
 def _is_noop(cfg: Any, lever: Lever) -> bool:
@@ -178,5 +180,5 @@ def _is_noop(cfg: Any, lever: Lever) -> bool:
     return dataclasses.asdict(lever.apply(cfg)) == dataclasses.asdict(cfg)
 
 
-def _total_40(est: dict[str, Any]) -> float:
-    return sum(p["time"]["h100"]["40%"]["total_s"] for p in est["phases"].values())
+def _total_40(phase_est: dict[str, Any]) -> float:
+    return float(phase_est["time"]["h100"]["40%"]["total_s"])

@@ -24,18 +24,6 @@ from animate124.guidance.video import grad_frame_mask
 Builder = Callable[[torch.dtype], nn.Module]
 
 
-class _Call(nn.Module):
-    """``fn(module, *args)`` as the forward of a wrapper, so ``functional_call`` can swap the module's tensors."""
-
-    def __init__(self, module: nn.Module, fn: Callable[..., Any]) -> None:
-        super().__init__()
-        self.m = module
-        self.fn = fn
-
-    def forward(self, *args: Any) -> Any:
-        return self.fn(self.m, *args)
-
-
 @dataclass
 class StepEnv:
     """Models, tensors and the tracer of one traced step.
@@ -81,10 +69,8 @@ class StepEnv:
         self.tracer.register(list(self.params[key].values()), "weights")
 
     def run(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(model, *args)`` with the model's (fake or real) tensors."""
-        wrapper = _Call(self.modules[key], fn)
-        params = {f"m.{k}": v for k, v in self.params[key].items()}
-        return torch.func.functional_call(wrapper, params, args, strict=False, tie_weights=False)
+        """``fn(model, *args)``; inside :meth:`tracing` the model holds its fake (or real) tensors."""
+        return fn(self.modules[key], *args)
 
     def block(self, nbytes: float, category: str = "transient") -> Tensor:
         """A placeholder of ``nbytes`` (a modelled buffer), tracked under ``category``."""
@@ -96,7 +82,18 @@ class StepEnv:
     def tracing(self) -> Iterator[StepTracer]:
         """Run the step's ops under the fake mode (if any) and the tracer."""
         outer = self.mode if self.mode is not None else contextlib.nullcontext()
-        with outer, self.tracer, self.tracer.saved_tensors():
+        with contextlib.ExitStack() as stack:
+            if self.mode is not None:
+                # torch.func.functional_call's reparametrisation, held for the whole step: checkpointed blocks
+                # recompute their forward during backward, after a per-call functional_call would have ended.
+                from torch.nn.utils.stateless import _reparametrize_module
+
+                for key, module in self.modules.items():
+                    stack.enter_context(_reparametrize_module(module, self.params[key], tie_weights=False,
+                                                              strict=False))
+            stack.enter_context(outer)
+            stack.enter_context(self.tracer)
+            stack.enter_context(self.tracer.saved_tensors())
             yield self.tracer
 
 
