@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	BUILD_NO_CUDA=1 $(PY) -m pip install -e ".[dev]"
+	BUILD_NO_CUDA=1 $(PY) -m pip install -e ".[dev,slurm]"   # slurm: CI runs the real submitit machinery (local)
 	touch $@
 
 test: setup

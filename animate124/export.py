@@ -20,6 +20,14 @@ Keyframe files (``path=FILE.json``; Catmull-Rom through the keyframes, slerp for
 ``c2w``: a 4×4 / 3×4 OpenGL camera-to-world instead of the spherical values.) A file with ``frames`` is read as a
 D-NeRF transforms file. Frame sizes are never changed (odd sizes are written as H.264 4:4:4).
 
+Meshes and the web viewer (``format=``)::
+
+    python -m animate124.export run_dir=outputs/cat format=mesh frames=24         # mesh_seq/frame_NNN.ply + animated.glb
+    python -m animate124.export run_dir=outputs/cat format=mesh mesh.mode=tracked  # one mesh, morph targets (shape keys)
+    python -m animate124.export run_dir=outputs/cat format=viewer                  # offline HTML player → <run_dir>/viewer
+
+(docs/mesh_export.md: the defaults, the axes, where ``mesh.mode=tracked`` fails, the viewer's controls.)
+
 Outputs: the rgb video/frames at ``out``, optionally ``<out>_depth`` / ``<out>_alpha`` and ``<out>_sheet.png``
 (contact sheet: sheet_views azimuths × sheet_times times). Config schema: ``animate124/config/export.py``.
 """
@@ -37,6 +45,7 @@ from animate124.errors import Animate124Error, InputError
 from animate124.exporting.frames import ImageRenderer, render_path
 from animate124.exporting.scene import Scene, load_scene, resolve_device
 from animate124.exporting.writers import depth_to_gray, output_kind, sibling, tile, write_frames, write_png
+from animate124.io.run_dir import write_json_atomic
 from animate124.render.cameras import Cameras
 from animate124.render.paths import (
     CameraPath,
@@ -54,6 +63,7 @@ from animate124.render.paths import (
 log = logging.getLogger(__name__)
 
 BUILTIN_PATHS = ("orbit", "fixed", "turntable", "spiral")
+FORMATS = ("video", "mesh", "viewer")
 
 
 def image_size(cfg: ExportConfig) -> tuple[int, int]:
@@ -186,6 +196,56 @@ def contact_sheet(cfg: ExportConfig, renderer: ImageRenderer, background: torch.
     return tile(frames.rgb, rows, cols)
 
 
+def _times(cfg: ExportConfig, n: int) -> list[float]:
+    loop = str(getattr(cfg.time.loop, "value", cfg.time.loop))
+    return [float(t) for t in time_schedule(n, cfg.time.start, cfg.time.end, loop, cfg.time.speed)]
+
+
+def export_mesh(cfg: ExportConfig, scene: Scene) -> list[Path]:
+    """``format=mesh``: ``out`` (default <run_dir>/mesh)/mesh_seq/frame_NNN.ply, animated.glb, mesh_report.json."""
+    from animate124.exporting import gltf
+    from animate124.exporting.mesh import extract_mesh, mesh_volume, track_mesh, voxel_size, write_ply
+    from animate124.exporting.texture import bake_texture
+
+    m = cfg.mesh
+    mode = str(getattr(m.mode, "value", m.mode))
+    out = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "mesh"
+    bound = float(m.bound or scene.occupancy.bound)
+    times = _times(cfg, cfg.frames) if getattr(scene.field, "is_dynamic", True) else [float(cfg.time.start)]
+    kw = dict(resolution=m.resolution, bound=bound, threshold=m.threshold,
+              occupancy=scene.occupancy if m.use_occupancy else None, min_fraction=m.min_component_fraction,
+              chunk=m.chunk)
+    frames = [extract_mesh(scene.field, t, **kw) for t in (times if mode == "flipbook" else times[:1])]
+    for mesh in frames:
+        if len(mesh.faces) == 0:
+            raise InputError(f"no surface at τ={mesh.time:.3f}: the density never reaches mesh.threshold={m.threshold} "
+                             "inside the box; lower mesh.threshold (or set mesh.use_occupancy=false)")
+    written: list[Path] = []
+    report: dict = {"mode": mode, "resolution": m.resolution, "bound": bound, "threshold": m.threshold,
+                    "voxel": voxel_size(m.resolution, bound), "up_axis": "+y (glTF; world +z rotated)", "frames": []}
+    if m.ply:
+        written += [write_ply(mesh, out / "mesh_seq" / f"frame_{k:03d}.ply") for k, mesh in enumerate(frames)]
+    if mode == "flipbook":
+        report["frames"] = [{"time": f.time, "vertices": len(f.vertices), "faces": len(f.faces),
+                             "volume": mesh_volume(f)} for f in frames]
+        if m.glb:
+            glb_frames = [bake_texture(scene.field, f, m.texture_size) for f in frames] if m.texture else frames
+            written.append(gltf.write_flipbook_glb(glb_frames, out / "animated.glb", cfg.fps))
+    else:
+        track = track_mesh(scene.field, frames[0], times, m.threshold, report["voxel"], m.track_iters, m.track_smooth)
+        report["frames"] = [{"time": t, "mean_distance": d, "mean_distance_voxels": d / report["voxel"]}
+                            for t, d in zip(track.times, track.mean_distance)]
+        report["vertices"], report["faces"] = len(frames[0].vertices), len(frames[0].faces)
+        for t, d in zip(track.times, track.mean_distance):
+            log.info("tracked mesh τ=%.3f: mean distance to the iso-surface %.4g (%.2f voxels)", t, d,
+                     d / report["voxel"])
+        if m.glb:
+            textured = bake_texture(scene.field, frames[0], m.texture_size) if m.texture else None
+            written.append(gltf.write_morph_glb(track, out / "animated.glb", cfg.fps, textured))
+    write_json_atomic(out / "mesh_report.json", report)
+    return written + [out / "mesh_report.json"]
+
+
 def export(cfg: ExportConfig, scene: Scene | None = None) -> list[Path]:
     """Run an export; returns the written files/folders.
 
@@ -197,9 +257,18 @@ def export(cfg: ExportConfig, scene: Scene | None = None) -> list[Path]:
         raise InputError("run_dir is required; pass run_dir=<folder of a training run>")
     if cfg.frames < 1 or cfg.fps <= 0:
         raise InputError(f"frames must be >= 1 and fps > 0 (got frames={cfg.frames}, fps={cfg.fps})")
+    if cfg.format not in FORMATS:
+        raise InputError(f"format={cfg.format} is not one of {', '.join(FORMATS)}")
     device = resolve_device(cfg.device)
     scene = scene if scene is not None else load_scene(cfg.run_dir, cfg.phase, device)
+    if cfg.format == "mesh":
+        return export_mesh(cfg, scene)
     renderer = make_renderer(cfg, scene, device)
+    if cfg.format == "viewer":
+        from animate124.exporting.viewer import write_viewer
+
+        out = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "viewer"
+        return write_viewer(cfg, scene, renderer, out)
     if cfg.cameras:
         return export_cameras_file(cfg, scene, renderer)
     background = _background(cfg)

@@ -6,6 +6,7 @@ Shapes: N rays, M samples, B batch, F frames, H×W pixels. Images at module boun
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from torch import Tensor
 
@@ -103,7 +104,40 @@ class GuidanceContext:
 
 @dataclass
 class GuidanceOutput:
-    """A guidance term's scalar loss (already weighted) and float statistics for logging."""
+    """A guidance term's scalar loss (already weighted) and statistics for logging (detached 0-dim tensors or floats,
+    read on the host only at log time)."""
 
     loss: Tensor
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Tensor | float] = field(default_factory=dict)
+
+
+@dataclass
+class RenderRequest:
+    """What a render is asked for besides cameras and times. Passed along as a value, so that a second render (the
+    refine phase's frozen copy) repeats the first exactly, without recording calls."""
+
+    background: Optional[Tensor] = None
+    """[3], [B, 3], [B, F, 3] or [B, F, H, W, 3] colour behind the object (None: white)."""
+    shading: str = "albedo"
+    """One of ``render.volume.SHADING_MODES``."""
+    ambient: float = 1.0
+    """Ambient ratio a of lambertian / textureless shading."""
+    light_dir: Optional[Tensor] = None
+    """[3], [B, F, 3] or [B·F, 3] direction towards the light (None: towards each frame's camera)."""
+    perturb: bool = True
+    """Random start offset per ray (training); False uses dt/2."""
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``VolumeRenderer.render``."""
+        return {"background": self.background, "shading": self.shading, "ambient": self.ambient,
+                "light_dir": self.light_dir, "perturb": self.perturb}
+
+    def frames(self, idx: Tensor, num_frames: int) -> RenderRequest:
+        """The request for frames ``idx`` of an F-frame clip (per-frame [B, F, ...] tensors are indexed)."""
+
+        def pick(value: Optional[Tensor]) -> Optional[Tensor]:
+            if isinstance(value, Tensor) and value.dim() >= 2 and value.shape[1] == num_frames:
+                return value[:, idx.to(value.device)]
+            return value
+
+        return RenderRequest(pick(self.background), self.shading, self.ambient, pick(self.light_dir), self.perturb)

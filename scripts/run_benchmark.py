@@ -13,7 +13,9 @@ joblib for several GPUs of one machine, submitit_slurm for a cluster; the launch
 2. ``python -m animate124.metrics -m run_dir=OUT/runs/a,OUT/runs/b models=M captions_file=BENCH/benchmark.json
    <metrics>`` (cases whose run has no checkpoint are skipped and reported as failed)
 3. ``OUT/results.md`` + ``OUT/results.json`` (per case and mean) and ``OUT/results.png`` (one bar panel per metric).
-Exit code 0 when every case has a metrics.json, 1 otherwise.
+Exit code 0 when every case has a metrics.json, 1 otherwise (the failed cases are listed with the command that re-runs
+only them). With ``launcher=slurm`` (configs/hydra/launcher/slurm.yaml) each case is one SLURM job, requeued on
+preemption and resumed from its last checkpoint (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -225,7 +227,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = write_results(out, names)
     print(markdown_table(result))
     print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'results.png'}")
-    return 0 if all(r["status"] == "ok" for r in result["cases"].values()) else 1
+    failed = [n for n, r in result["cases"].items() if r["status"] != "ok"]
+    if failed:
+        print(f"failed cases ({len(failed)}): {', '.join(failed)}; re-run only them (finished phases are skipped, "
+              f"interrupted ones resume): {rerun_command(sys.argv[1:] if argv is None else argv, failed)}",
+              file=sys.stderr)
+    return 0 if not failed else 1
+
+
+def rerun_command(argv: Sequence[str], failed: Sequence[str]) -> str:
+    """This script's command line with ``cases=`` set to the failed cases."""
+    args = [a for a in argv if not a.startswith("cases=")] + ["cases=" + ",".join(failed)]
+    return " ".join(shlex.quote(a) for a in ["python", "scripts/run_benchmark.py", *args])
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def test_missing_id_one_line_error(monkeypatch):
     with pytest.raises(MissingWeightsError) as e:
         M.load(UNet2DConditionModel, "nobody/no-such-model-a124", "unet", "auto", ModelsConfig())
     msg = str(e.value)
-    assert "\n" not in msg and "nobody/no-such-model-a124" in msg and "huggingface-cli download" in msg
+    assert "\n" not in msg and "nobody/no-such-model-a124" in msg and "hf download nobody/no-such-model-a124" in msg
 
 
 def test_missing_tokenizer_is_an_error_not_an_empty_tokenizer(monkeypatch):
@@ -104,3 +104,22 @@ def test_full_size_random_architectures_parameter_counts():
         assert count(M.random_vae()) == pytest.approx(83.65, abs=0.1)
         assert count(M.random_text_encoder()) == pytest.approx(123.06, abs=0.1)
         assert count(M.random_image_encoder()) == pytest.approx(303.97, abs=0.1)
+
+
+def test_gated_repo_says_it_is_gated(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    with pytest.raises(MissingWeightsError, match="gated repo") as e:
+        M.load(UNetSpatioTemporalConditionModel, "stabilityai/stable-video-diffusion-img2vid", "unet", "auto",
+               ModelsConfig())
+    assert "\n" not in str(e.value) and "hf auth login" in str(e.value)
+
+
+def test_download_command_matches_the_installed_hub(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "__version__", "0.33.4")
+    assert M.download_command("a/b") == "huggingface-cli download a/b"
+    monkeypatch.setattr(huggingface_hub, "__version__", "1.0.0")
+    assert M.download_command("a/b") == "hf download a/b"

@@ -15,9 +15,11 @@ from animate124.fields import build_field
 from animate124.guidance.textual_inversion import save_learned_embeds
 from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, merge_states, save_checkpoint, split_state
 from animate124.phases.base import config_to_dict, train
+from animate124.phases.dynamic import ClipRender
 from animate124.phases.refine import RefinePhase
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
+from animate124.types import RenderRequest
 
 # Small everything: tiny models, 4 frames of 16² rendered (48 steps per ray), 64² guidance inputs (8×8 latents with the f8 tiny VAE).
 SMALL = [
@@ -77,8 +79,18 @@ def test_gradient_reaches_only_the_trained_field(tmp_path):
     assert all(not p.requires_grad and p.grad is None for p in phase.frozen_field.parameters())
     assert all(p.grad is None for p in phase.controlnet.parameters())
     # the frozen copy renders the chosen frames {0, 2} of the clip with the clip's cameras and times
-    control = phase.render_frozen([0, 2])
+    clip, cams, _, _ = phase.sample_clip()
+    request = RenderRequest(background=torch.rand(3), shading="lambertian", ambient=0.5,
+                            light_dir=torch.nn.functional.normalize(torch.randn(1, 4, 3), dim=-1))
+    torch.manual_seed(5)  # the same ray jitter (perturb) for both renders below
+    control = phase.render_frozen([0, 2], ClipRender(cams, clip.times.view(1, -1), request))
     assert control.shape == (1, 2, 3, 16, 16)
+    # ... exactly as the frozen renderer renders those frames when asked directly (the request is a value)
+    idx = torch.tensor([0, 2])
+    torch.manual_seed(5)
+    direct = phase.frozen_renderer.render(cams[idx], clip.times.view(1, -1)[:, idx], background=request.background,
+                                          shading="lambertian", ambient=0.5, light_dir=request.light_dir[:, idx])
+    torch.testing.assert_close(control, direct.images().float().clamp(0.0, 1.0))
 
 
 def test_frozen_copy_unchanged_by_training_and_resume(tmp_path):

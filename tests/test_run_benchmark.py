@@ -86,6 +86,16 @@ def test_aggregate_only_cli(rb, tmp_path):
     assert rb.main([f"benchmark={bench}", f"out={out}", "cases=a,b", "--aggregate-only"]) == 1  # b failed
 
 
+def test_failed_cases_are_listed_with_the_rerun_command(rb, tmp_path, capsys):
+    out = tmp_path / "out"
+    _metrics(out, "a", clip_t=0.5)
+    bench = _bench(tmp_path)
+    assert rb.main([f"benchmark={bench}", f"out={out}", "cases=a,b,c", "models=tiny", "--skip-pipeline"]) == 1
+    err = capsys.readouterr().err
+    assert "failed cases (2): b, c;" in err
+    assert f"python scripts/run_benchmark.py benchmark={bench} out={out} models=tiny --skip-pipeline cases=b,c" in err
+
+
 @pytest.mark.slow
 def test_full_benchmark_fit_runs_tiny(rb, tmp_path):
     """Two cases through the real runner: pipeline = `fit` on synthetic data (the generation phases are exercised

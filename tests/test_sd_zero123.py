@@ -42,9 +42,9 @@ def test_view_weights_hand_cases():
 
 
 def test_pose_token_hand_cases():
-    # camera at elevation 30 (above the reference), azimuth 90: polar delta = −30° = −π/6, sin(−90°) = −1, cos = 0
+    # camera at elevation 30 (above the reference), azimuth 90: polar delta = −30° = −π/6, sin(90°) = 1, cos = 0
     t = pose_token(torch.tensor([30.0]), torch.tensor([90.0]), torch.tensor([0.0]))
-    torch.testing.assert_close(t, torch.tensor([[-math.pi / 6, -1.0, 0.0, 0.0]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(t, torch.tensor([[-math.pi / 6, 1.0, 0.0, 0.0]]), atol=1e-6, rtol=0)
     # reference view → [0, 0, 1, 0]; back view (azimuth 180, wrapped to −180): sin(180°) = 0, cos = −1; Δr = 0.2
     t = pose_token(torch.tensor([0.0, 0.0]), torch.tensor([0.0, 180.0]), torch.tensor([0.0, 0.2]))
     torch.testing.assert_close(t, torch.tensor([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, -1.0, 0.2]]), atol=1e-6, rtol=0)

@@ -7,6 +7,7 @@ import torch
 from conftest import BENCHMARK, requires_benchmark
 
 from animate124.errors import InputError
+from animate124.guidance.models import download_command
 from animate124.phases.static import StaticPhase, default_static_prompt
 from animate124.run import main as run_main
 
@@ -98,4 +99,4 @@ def test_static_without_weights_is_a_one_line_error(tmp_path, capsys):
                      "render=fast", "phase.progress=false"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert len(err) == 1 and "nobody/no-such-sd-a124" in err[0] and "huggingface-cli download" in err[0]
+    assert len(err) == 1 and "nobody/no-such-sd-a124" in err[0] and download_command("nobody/no-such-sd-a124") in err[0]

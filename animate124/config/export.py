@@ -84,6 +84,83 @@ class InstanceConfig:
     """How τ' outside [0, 1] is brought back: loop | pingpong | clamp."""
 
 
+class MeshMode(str, Enum):
+    flipbook = "flipbook"
+    """One mesh per frame (mesh_seq/frame_NNN.ply, and a GLB with one node per frame, scale-animated with STEP)."""
+    tracked = "tracked"
+    """One mesh extracted at τ = time.start, its vertices moved onto each frame's iso-surface (GLB morph targets)."""
+
+
+@dataclass
+class MeshConfig:
+    """``format=mesh`` (exporting/mesh.py, exporting/gltf.py): marching cubes of the density per frame."""
+
+    mode: MeshMode = MeshMode.flipbook
+    """flipbook | tracked (one topology, one morph target per frame; fails on topology changes, large motions)."""
+    resolution: int = 128
+    """Grid points per axis of the density sampling (the voxel is 2·bound / (resolution − 1))."""
+    bound: Optional[float] = None
+    """Sample [−bound, bound]³ (None: the occupancy grid's bound)."""
+    threshold: float = 10.0
+    """Iso-level of marching cubes, in activated density σ (the occupancy grid's default density_thresh)."""
+    use_occupancy: bool = True
+    """Zero the density in cells the occupancy grid marks empty at the frame's time slot (what the renderer sees)."""
+    min_component_fraction: float = 0.02
+    """Remove connected components whose volume is below this fraction of the largest one's (floaters); 0 keeps all."""
+    ply: bool = True
+    """Write mesh_seq/frame_NNN.ply (flipbook) or mesh_seq/frame_000.ply (tracked, the τ = start mesh)."""
+    glb: bool = True
+    """Write animated.glb (+y up: the world's +z is rotated to glTF's +y)."""
+    texture: bool = False
+    """Bake the albedo into a UV texture (xatlas unwrap; mesh.texture_size²) instead of GLB vertex colours."""
+    texture_size: int = 512
+    """Side of the baked texture (pixels), one per GLB mesh."""
+    track_iters: int = 8
+    """tracked: Gauss-Newton iterations per frame (point-to-plane projection + smoothness, one sparse solve each)."""
+    track_smooth: float = 1.0
+    """tracked: weight of the smoothness term (graph Laplacian of the per-frame displacement) against the surface term."""
+    chunk: int = 262144
+    """Points per field call."""
+
+
+@dataclass
+class ViewerConfig:
+    """``format=viewer`` (exporting/viewer.py): an offline HTML player of an atlas of V azimuths × T times."""
+
+    views: int = 24
+    """Azimuths k·360°/views (at camera.elevation, from camera.start_azimuth)."""
+    times: int = 12
+    """Times τ evenly over [time.start, time.end]."""
+    size: int = 256
+    """Side of one atlas tile (pixels)."""
+    jpeg_quality: int = 90
+    """JPEG quality of the atlas images (1–95)."""
+    fps: float = 8.0
+    """Play speed (time steps per second)."""
+    max_mb: float = 20.0
+    """Fail when the written atlas is larger than this (MB); lower views / times / size / jpeg_quality then."""
+
+
+@dataclass
+class RunOutputsConfig:
+    """What ``phase=all`` writes after the last phase, next to the orbit video (cheap defaults; docs/mesh_export.md)."""
+
+    glb: bool = True
+    """Write <run_dir>/mesh/animated.glb (flipbook) and mesh/mesh_seq/frame_NNN.ply."""
+    glb_frames: int = 16
+    """Frames of the GLB (τ evenly over [0, 1])."""
+    glb_resolution: int = 96
+    """Density grid points per axis of the GLB's marching cubes."""
+    viewer: bool = True
+    """Write the offline web viewer <run_dir>/viewer/."""
+    viewer_views: int = 12
+    """Azimuths of the viewer atlas."""
+    viewer_times: int = 8
+    """Times of the viewer atlas."""
+    viewer_size: int = 192
+    """Tile side of the viewer atlas (pixels)."""
+
+
 @dataclass
 class ExportConfig:
     """Root config of ``python -m animate124.export`` (configs/export.yaml)."""
@@ -92,15 +169,19 @@ class ExportConfig:
     """Run directory holding the phase checkpoints (required)."""
     phase: Optional[str] = None
     """Checkpoint phase (None: the latest finished of refine > dynamic > static > fit)."""
+    format: str = "video"
+    """video (camera path → mp4/gif/PNGs) | mesh (marching cubes per frame → PLY + animated GLB) | viewer (HTML)."""
+    mesh: MeshConfig = _field(default_factory=MeshConfig)
+    viewer: ViewerConfig = _field(default_factory=ViewerConfig)
     path: str = "orbit"
     """orbit | fixed | turntable | spiral | FILE.json (keyframes, or a D-NeRF transforms file)."""
     cameras: Optional[str] = None
     """A D-NeRF-style camera file: render every frame in file order to ``out``/000.png, ... (white background)."""
     out: Optional[str] = None
     """FILE.mp4 | FILE.gif | DIR (PNG frames); default <run_dir>/videos/<path>.mp4 (cameras=: <run_dir>/renders/<stem>)
-    (the folder's frames are 000.png, 001.png, ...)."""
+    (the folder's frames are 000.png, 001.png, ...). format=mesh / viewer: a folder, default <run_dir>/mesh / viewer."""
     frames: int = 60
-    """Frames per video (per view for path=fixed). Ignored by D-NeRF camera files (one frame per camera)."""
+    """Frames per video (per view for path=fixed); meshes per export for format=mesh. Ignored by D-NeRF camera files."""
     fps: float = 24.0
     """Frames per second of mp4 / gif."""
     size: int = 256

@@ -67,7 +67,8 @@ class Zero123GuidanceConfig(SDSConfig):
     """Zero-1-to-3-XL SDS (spec §7.4): standard CFG 5, t ∈ [200, 600], λ 40 scaled by angle/180, 256²."""
 
     model: str = "bennyguo/zero123-xl-diffusers"
-    """Hub id or local dir (diffusers layout: unet, vae, image_encoder, cc_projection, scheduler)."""
+    """Hub id or local dir (diffusers layout: unet, vae, image_encoder, the pose projection, scheduler; the
+    projection's folder is read from the repo's model_index.json)."""
     weight: float = 40.0
     cfg_scale: float = 5.0
     t_min: float = 0.2
@@ -75,10 +76,11 @@ class Zero123GuidanceConfig(SDSConfig):
     resolution: int = 256
     angle_scaled: bool = True
     """λ_eff = weight · angle(current, reference)/180 (spec §7.4)."""
-    projection_subfolder: str = "cc_projection"
-    """Folder of the pose projection Linear(772 → 768): ``cc_projection`` (kxic / Zero1to3 diffusers layout, weights
-    ``projection.*``) or ``clip_camera_projection`` (the stable-dreamfusion / threestudio Zero123Pipeline layout,
-    weights ``proj.*``)."""
+    projection_subfolder: Optional[str] = None
+    """Folder of the pose projection Linear(772 → 768). None (default): the one the repo's ``model_index.json``
+    names, ``clip_camera_projection`` (the stable-dreamfusion / threestudio Zero123Pipeline layout of
+    ``bennyguo/zero123-xl-diffusers``, weights ``proj.*``) or ``cc_projection`` (kxic's Zero1to3 diffusers layout,
+    weights ``projection.*``); set it only for a folder without a model_index.json."""
 
 
 class ViewText(str, Enum):

@@ -2,13 +2,22 @@
 
 Step counts are per phase (not cumulative like the original's ``--iters``; spec §14.4).
 Each phase class is owned by the module that implements it (phases/<name>.py); keep edits to your own class.
+
+:data:`PHASES` (at the end) is the one table of phases: the ConfigStore entries (``config/store.py``), the module of
+each kind (``animate124.phases.<kind>``), the order of ``phase=all`` (:func:`chain_order`) and the phases a scene
+can be loaded from (:func:`scene_phases`) all derive from it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import List, Optional
+from typing import Any, List, Optional, cast
+
+from omegaconf import OmegaConf
+
+from animate124.config.export import RunOutputsConfig
+from animate124.errors import ConfigError
 
 
 class PhaseKind(str, Enum):
@@ -57,7 +66,15 @@ class TrainLoopConfig:
 
 
 @dataclass
-class FitPhaseConfig(TrainLoopConfig):
+class AdamPhaseConfig(TrainLoopConfig):
+    """A training loop whose optimizer is :class:`OptimConfig`'s Adam (every phase that trains a field)."""
+
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Adam settings and element-wise gradient clipping."""
+
+
+@dataclass
+class FitPhaseConfig(AdamPhaseConfig):
     """Supervised 4D reconstruction from a D-NeRF-layout dataset (the representation's yardstick)."""
 
     kind: PhaseKind = PhaseKind.fit
@@ -78,9 +95,28 @@ class FitPhaseConfig(TrainLoopConfig):
     eval_max_frames: Optional[int] = None
     """Evaluate on at most this many test frames (None = all)."""
     val_max_frames: Optional[int] = 4
-    """Test frames rendered at each validation (every ``val_every`` steps: the PSNR curve; None = all)."""
+    """Validation frames rendered at each validation (every ``val_every`` steps: the val PSNR curve that chooses the
+    best step; None = all). They come from the dataset's val split, else from ``val_holdout`` held-out train frames."""
+    val_holdout: int = 4
+    """Without a val split: this many training frames (evenly spaced) are held out of training as validation."""
+    curve_test_frames: int = 0
+    """Also render this many test frames at each validation, for the report's test curve only (they never choose the
+    model, the step or a stop: model selection uses validation frames only)."""
+    keep_best: bool = False
+    """Keep the field of the step with the best val PSNR (``<phase>/best/``) and evaluate that one at the end."""
+    eval_train_frames: int = 4
+    """Training frames rendered at the end for the report's train PSNR."""
     save_val_images: int = 4
     """Test frames saved to val/ as ground truth | prediction PNGs at the end."""
+    lambda_time_tv: float = 1.0
+    """Temporal regulariser weight of the coarsest level (keyframe grid: per-level keyframe TV; hash4d: per-level
+    finite differences across ``time_smooth_dt``; :meth:`animate124.fields.GridField.time_smoothness`)."""
+    time_tv_level_decay: float = 0.5
+    """Level ℓ (0 = coarsest) weighs ``lambda_time_tv·decay^ℓ``: coarse levels move smoothly, fine detail stays free."""
+    time_smooth_points: int = 4096
+    """hash4d: random points per step of its finite-difference term."""
+    time_smooth_dt: float = 0.0625
+    """hash4d: the time offset Δτ of its finite differences."""
     lr_final_ratio: float = 0.1
     """The learning rate decays exponentially to lr·lr_final_ratio at max_steps (1.0 = constant)."""
     occupancy_thresh: Optional[float] = 1.0
@@ -109,32 +145,34 @@ class TextualInversionPhaseConfig(TrainLoopConfig):
     """The original's heavy augmentations (pixels mapped to [-1, 1] before the VAE: fixes spec §14.10)."""
 
 
+class SDSBalance(str, Enum):
+    """How strong SDS is relative to the reference / regulariser losses in the static phase."""
+
+    original = "original"
+    """As in the original's static stage, whose ``latents.backward(grad)`` bypassed the GradScaler (spec §14.2): the
+    SDS terms are divided by the scaler's current scale (about 2^16 and growing), or by a fixed 2^16 where no
+    scaler runs (CPU / amp off). Adam's per-parameter normalisation restores full strength only where the reference
+    view gives no gradient. The published results came from this balance."""
+    corrected = "corrected"
+    """SDS at the λ's face value, through the scaler like every other term (the reparameterised loss)."""
+
+
 @dataclass
-class StaticPhaseConfig(TrainLoopConfig):
-    """Static stage (spec §8.1): reference-view losses + SD and Zero-1-to-3 SDS on random views (phases/static.py).
+class ReferenceLossConfig:
+    """Reference-view losses of the generation phases (the input view at τ = 0: rgb, mask, depth; spec §7.1)."""
 
-    The guidance terms are configured under ``guidance.sd`` / ``guidance.zero123`` (``enabled``, λ, CFG, t range).
-    """
-
-    kind: PhaseKind = PhaseKind.static
-    max_steps: int = 5000
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    render_size: int = 128
-    """Random-view render size (SDS steps)."""
-    ref_size: int = 192
-    """Reference-view render size (the original's 1.5 × 128)."""
-    known_iters: int = 100
-    """All of the first known_iters steps are reference-view steps."""
-    known_interval: int = 4
-    """Afterwards every known_interval-th step is a reference-view step."""
-    time_slots: int = 1
-    """Occupancy time slots (1: static)."""
     lambda_rgb: float = 5.0
     """Masked reference RGB MSE weight."""
     lambda_mask: float = 0.5
     """Reference mask (opacity) MSE weight."""
     lambda_depth: float = 0.01
     """Reference depth (1 − Pearson)/2 weight."""
+
+
+@dataclass
+class RegularisersConfig:
+    """Regularisers applied on every step of the generation phases (spec §7.6–7.7)."""
+
     lambda_entropy: float = 1e-3
     """Opacity-entropy weight after its ramp."""
     entropy_ramp: float = 0.5
@@ -145,26 +183,78 @@ class StaticPhaseConfig(TrainLoopConfig):
     """2D normal-image TV weight."""
     lambda_normal_blur: float = 0.5
     """2D normal-image vs. Gaussian-blurred MSE weight."""
-    normal_shading_ratio: float = 0.2
-    """SDS steps before this fraction of max_steps render normal-map shading (a = 1)."""
-    textureless_rate: float = 0.2
-    """Afterwards: probability of textureless shading (else lambertian), ambient a ~ U(ambient_min, 1)."""
-    ambient_min: float = 0.1
-    """Lower end of the random ambient ratio."""
-    coarse_to_fine_ratio: float = 0.6
-    """The finest ``coarse_to_fine_levels`` grid levels are masked for steps < ratio·max_steps (3000 of 5000)."""
-    coarse_to_fine_levels: int = 8
-    """How many finest levels are masked (at least one level always stays active)."""
+
+
+@dataclass
+class ViewsConfig:
+    """Random training views of the generation phases (``render.cameras.sample_random_views``)."""
+
     uniform_sphere_rate: float = 0.5
     """Probability of the original's upper-hemisphere view draw (else elevation in elevation_range)."""
     elevation_range: List[float] = field(default_factory=lambda: [-45.0, 45.0])
     """Elevation range (degrees) of the other random-view branch."""
     fovy: float = 40.0
     """Field of view (degrees) of every camera (Zero-1-to-3 assumes 40°)."""
+
+
+@dataclass
+class ShadingConfig:
+    """Shading of the SDS steps: ambient a ~ U(ambient_min, 1), textureless w.p. textureless_rate, else lambertian."""
+
+    textureless_rate: float = 0.2
+    """Probability of textureless shading (else lambertian)."""
+    ambient_min: float = 0.1
+    """Lower end of the random ambient ratio."""
+
+
+@dataclass
+class GenerationPhaseConfig(AdamPhaseConfig):
+    """What the generation phases (static, dynamic, refine) share; phases/generation.py reads it."""
+
+    render_size: int = 128
+    """Random-view render size (SDS steps)."""
+    ref_size: int = 192
+    """Reference-view render size (the original's 1.5 × 128)."""
+    known_interval: int = 4
+    """Every known_interval-th step is a reference-view step (static: after the first known_iters)."""
+    time_slots: int = 1
+    """Occupancy time slots."""
+    reference: ReferenceLossConfig = field(default_factory=ReferenceLossConfig)
+    """Reference-view loss weights."""
+    regularisers: RegularisersConfig = field(default_factory=RegularisersConfig)
+    """Regulariser weights."""
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    """Random training views."""
+    shading: ShadingConfig = field(default_factory=ShadingConfig)
+    """Shading of SDS steps."""
+
+
+@dataclass
+class StaticPhaseConfig(GenerationPhaseConfig):
+    """Static stage (spec §8.1): reference-view losses + SD and Zero-1-to-3 SDS on random views (phases/static.py).
+
+    The guidance terms are configured under ``guidance.sd`` / ``guidance.zero123`` (``enabled``, λ, CFG, t range).
+    """
+
+    kind: PhaseKind = PhaseKind.static
+    max_steps: int = 5000
+    known_iters: int = 100
+    """All of the first known_iters steps are reference-view steps."""
+    time_slots: int = 1
+    """Occupancy time slots (1: static)."""
+    normal_shading_ratio: float = 0.2
+    """SDS steps before this fraction of max_steps render normal-map shading (a = 1); afterwards ``shading``."""
+    coarse_to_fine_ratio: float = 0.6
+    """The finest ``coarse_to_fine_levels`` grid levels are masked for steps < ratio·max_steps (3000 of 5000)."""
+    coarse_to_fine_levels: int = 8
+    """How many finest levels are masked (at least one level always stays active)."""
     val_views: int = 8
     """Validation: this many azimuths at elevation 0, saved side by side as one PNG."""
     val_size: int = 256
     """Validation render size."""
+    sds_balance: SDSBalance = SDSBalance.original
+    """original (default until someone re-tunes the λ's with real weights) or corrected; see :class:`SDSBalance`.
+    The dynamic stages always use the reparameterised (corrected) loss, as the original did there (spec §7.7)."""
 
 
 @dataclass
@@ -182,20 +272,18 @@ class ClipConfig:
 
 
 @dataclass
-class DynamicPhaseConfig(TrainLoopConfig):
-    """Dynamic coarse stage (spec §8.2, §8.4). Step counts are this phase's own (10k new steps)."""
+class DynamicPhaseConfig(GenerationPhaseConfig):
+    """Dynamic coarse stage (spec §8.2, §8.4). Step counts are this phase's own (10k new steps).
+
+    ``render_size`` is the training render size (square); frames are resized to guidance.video.height × width.
+    Reference steps (every ``known_interval``-th) are at τ = 0; the dynamic stages have no known_iters warm-up.
+    """
 
     kind: PhaseKind = PhaseKind.dynamic
     max_steps: int = 10000
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(grad_clip_value=1.0))
     num_frames: int = 16
     """Frames F per training clip (also the video model's frame count)."""
-    render_size: int = 128
-    """Training render size (square); frames are resized to guidance.video.height × width."""
-    ref_size: int = 192
-    """Reference-view render size."""
-    known_interval: int = 4
-    """Every known_interval-th step is a reference step at τ = 0 (rgb/mask/depth), the others SDS steps."""
     time_slots: int = 16
     """Occupancy time slots (centres (k+0.5)/S; re-estimated at their own times after init, spec §14.1)."""
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -206,37 +294,18 @@ class DynamicPhaseConfig(TrainLoopConfig):
     """Moving camera: elevation change over the clip ~ U(±this) degrees."""
     cam_delta_azimuth: float = 90.0
     """Moving camera: azimuth change over the clip ~ U(±this) degrees."""
-    uniform_sphere_rate: float = 0.5
-    """Probability of the original's upper-hemisphere draw for the clip's first view (else elevation_range)."""
-    elevation_range: List[float] = field(default_factory=lambda: [-45.0, 45.0])
-    """Elevation range (degrees) of the other first-view branch."""
-    fovy: float = 40.0
-    """Field of view (degrees) of every camera."""
-    ambient_min: float = 0.1
-    """Ambient ratio a ~ U(ambient_min, 1) on SDS steps."""
-    textureless_rate: float = 0.2
-    """Probability of textureless shading on SDS steps (else lambertian)."""
     zero123_on_start: bool = True
     """Apply Zero-1-to-3 SDS (guidance.zero123) to frame 0 of clips that start at τ = 0 (spec §7.4)."""
-    lambda_rgb: float = 5.0
-    """Masked reference RGB MSE weight (reference steps, τ = 0)."""
-    lambda_mask: float = 0.5
-    """Reference mask (opacity) MSE weight."""
-    lambda_depth: float = 0.01
-    """Reference depth (1 − Pearson)/2 weight."""
-    lambda_entropy: float = 1e-3
-    """Opacity-entropy weight after its ramp."""
-    entropy_ramp: float = 0.0
-    """Entropy weight ramps over this fraction of max_steps (0 = full weight at once: the field comes trained from
-    the static phase; the original's cumulative ramp was already at 2/3 when its dynamic stage began)."""
-    lambda_orient: float = 1e-2
-    """Orientation loss weight (steps that render normals)."""
-    lambda_normal_tv: float = 0.5
-    """2D normal-image TV weight."""
-    lambda_normal_blur: float = 0.5
-    """2D normal-image vs. Gaussian-blurred MSE weight."""
+    regularisers: RegularisersConfig = field(default_factory=lambda: RegularisersConfig(entropy_ramp=0.0))
+    """Regulariser weights; the entropy weight is at full strength at once (entropy_ramp 0: the field comes trained
+    from the static phase; the original's cumulative ramp was already at 2/3 when its dynamic stage began)."""
     lambda_time_tv: float = 0.1
-    """Temporal TV of the keyframe tables on every step (spec §7.8)."""
+    """Temporal smoothness on every step (spec §7.8's keyframe TV, now per level and also for hash4d:
+    :meth:`animate124.fields.GridField.time_smoothness`). UNTESTED with real priors: the per-level scheme was tuned on
+    phase=fit only (docs/benchmarks.md); tiny random priors cannot tune it."""
+    time_tv_level_decay: float = 0.5
+    """Level ℓ (0 = coarsest) weighs ``lambda_time_tv·decay^ℓ`` (fit's measured default; untested with real priors;
+    1.0 = the original's one weight for all levels)."""
     val_frames: int = 64
     """Frames of each validation video (τ = linspace(0, 1))."""
     val_size: int = 256
@@ -254,7 +323,7 @@ class RefinePhaseConfig(DynamicPhaseConfig):
 
     kind: PhaseKind = PhaseKind.refine
     max_steps: int = 5000
-    textureless_rate: float = 0.0
+    shading: ShadingConfig = field(default_factory=lambda: ShadingConfig(textureless_rate=0.0))
     """Always lambertian on SDS steps (``textureless_rate 0`` in run-cn.sh)."""
 
 
@@ -275,3 +344,68 @@ class AllPhasesConfig:
     """Side of the final video's frames."""
     video_fps: float = 24.0
     """Frame rate of the final video."""
+    outputs: RunOutputsConfig = field(default_factory=RunOutputsConfig)
+    """The animated GLB and the web viewer written at the end (``phase.outputs.glb=false`` / ``viewer=false``)."""
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One row of :data:`PHASES`."""
+
+    kind: PhaseKind
+    """The phase (``phase=<kind>``; its module is ``animate124.phases.<kind>``, its YAML ``configs/phase/<kind>.yaml``)."""
+    config: type
+    """Its config dataclass (stored as ``phase/base_<kind>``)."""
+    chain: bool = False
+    """A step of ``phase=all``, run in table order (and a field of :class:`AllPhasesConfig`)."""
+    scene: bool = False
+    """Leaves a renderable field + occupancy grid (export, metrics, the next phase's start)."""
+    dynamic: bool = True
+    """Its field takes a time input (scene phases only)."""
+
+
+PHASES: tuple[PhaseSpec, ...] = (
+    PhaseSpec(PhaseKind.fit, FitPhaseConfig, scene=True),
+    PhaseSpec(PhaseKind.textual_inversion, TextualInversionPhaseConfig, chain=True),
+    PhaseSpec(PhaseKind.static, StaticPhaseConfig, chain=True, scene=True, dynamic=False),
+    PhaseSpec(PhaseKind.dynamic, DynamicPhaseConfig, chain=True, scene=True),
+    PhaseSpec(PhaseKind.refine, RefinePhaseConfig, chain=True, scene=True),
+    PhaseSpec(PhaseKind.all, AllPhasesConfig),
+)
+"""Every phase, in pipeline order (adding a phase: a row here, its config class above, its YAML and its module)."""
+
+
+def phase_module(kind: PhaseKind | str) -> str:
+    """The module implementing phase ``kind``: ``animate124.phases.<kind>``."""
+    return f"animate124.phases.{PhaseKind(kind).value}"
+
+
+def chain_order() -> tuple[str, ...]:
+    """The phases ``phase=all`` runs, in order."""
+    return tuple(s.kind.value for s in PHASES if s.chain)
+
+
+def scene_phases() -> tuple[str, ...]:
+    """Phases with a renderable field, latest first (export and metrics load the latest finished one)."""
+    return tuple(s.kind.value for s in reversed(PHASES) if s.scene)
+
+
+def static_phases() -> tuple[str, ...]:
+    """Scene phases whose field has no time input."""
+    return tuple(s.kind.value for s in PHASES if s.scene and not s.dynamic)
+
+
+def typed_phase_config(value: Any) -> TrainLoopConfig:
+    """``cfg.phase`` as its phase's dataclass (a DictConfig or dict is validated and converted by its ``kind``).
+
+    Raises:
+        ConfigError: no such kind, or a phase that is not trained by the loop (``all``).
+    """
+    if isinstance(value, TrainLoopConfig):
+        return value
+    kind = value.get("kind") if hasattr(value, "get") else getattr(value, "kind", None)
+    spec = next((s for s in PHASES if s.kind.value == getattr(kind, "value", kind)), None)
+    if spec is None or not issubclass(spec.config, TrainLoopConfig):
+        raise ConfigError(f"phase kind {kind!r} has no training loop; use one of "
+                          f"{', '.join(s.kind.value for s in PHASES if issubclass(s.config, TrainLoopConfig))}")
+    return cast(TrainLoopConfig, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.config), value)))

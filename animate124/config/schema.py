@@ -204,6 +204,10 @@ class RunConfig:
     """Checkpoint to initialise from, overriding the automatic hand-off from the previous phase."""
     seed: int = 3407
     """Global seed."""
+    lock_stale_s: float = 900.0
+    """A ``<run_dir>/.lock`` whose heartbeat is older than this many seconds is taken over (animate124.io.lock)."""
+    lock_heartbeat_s: float = 60.0
+    """How often (s) a run refreshes its lock's heartbeat (also at every checkpoint); 0 = only at checkpoints."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N."""
     debug: bool = False

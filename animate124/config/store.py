@@ -12,16 +12,11 @@ from omegaconf import OmegaConf
 
 from animate124.config import export as E
 from animate124.config import phases as P
+from animate124.config import rerender as R
 from animate124.config import schema as S
 
-_PHASES = {
-    "base_fit": P.FitPhaseConfig,
-    "base_textual_inversion": P.TextualInversionPhaseConfig,
-    "base_static": P.StaticPhaseConfig,
-    "base_dynamic": P.DynamicPhaseConfig,
-    "base_refine": P.RefinePhaseConfig,
-    "base_all": P.AllPhasesConfig,
-}
+_PHASES = {f"base_{spec.kind.value}": spec.config for spec in P.PHASES}
+"""phase/base_<kind> → its schema (from the one phase table, config/phases.py::PHASES)."""
 
 
 def default_run_dir(run_dir: str | None, case: str | None, image: str | None, data: str | None) -> str:
@@ -40,6 +35,7 @@ def register() -> None:
     cs.store(name="base_run", node=S.RunConfig)
     cs.store(name="base_export", node=E.ExportConfig)
     cs.store(name="base_metrics", node=E.MetricsConfig)
+    cs.store(name="base_rerender", node=R.RerenderConfig)
     for name, node in _PHASES.items():
         cs.store(group="phase", name=name, node=node)
     cs.store(group="field", name="base_field", node=S.FieldConfig)

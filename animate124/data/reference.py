@@ -9,6 +9,10 @@ Accepted inputs:
   benchmark's astronaut-horse ``image.jpg`` is a PNG);
 - optional depth map (``depth.png``: MiDaS disparity, 0 outside the mask), padded the same way.
 
+Rejected (with ``check_object=True``, as the generation phases load it): an empty alpha mask (nothing to train on),
+an object smaller than :data:`MIN_OBJECT_PX` pixels across, or one covering less than :data:`MIN_MASK_AREA` of the
+padded square; each is a one-line InputError naming the fix.
+
 At a given size (:meth:`ReferenceImage.at`; area-averaging resize like OpenCV's INTER_AREA):
 ``rgb = rgb·α + (1 − α)``, ``mask = α > 0.5``, ``depth = nonzero_normalize(1 − png/255)`` on the mask, 0 elsewhere.
 """
@@ -30,6 +34,11 @@ from animate124.errors import InputError
 from animate124.losses import nonzero_normalize_depth
 
 log = logging.getLogger(__name__)
+
+MIN_OBJECT_PX = 16
+"""Smallest object (the longer side of the bounding box of α > 0.5, in input pixels) a generation phase accepts."""
+MIN_MASK_AREA = 0.002
+"""Smallest fraction of the padded square the object (α > 0.5) may cover."""
 
 
 def open_image(path: Union[str, Path], what: str = "image") -> Image.Image:
@@ -132,8 +141,27 @@ def _resize(x: Tensor, size: int) -> Tensor:
     return F.interpolate(x.unsqueeze(0), size=(size, size), mode=mode, **kwargs)[0]
 
 
+def check_object(rgba: np.ndarray, path: Union[str, Path], min_object_px: int = MIN_OBJECT_PX,
+                 min_mask_area: float = MIN_MASK_AREA) -> None:
+    """Raise InputError when the padded ``[S, S, 4]`` picture holds no usable object (see the module docstring)."""
+    inside = rgba[..., 3] > 0.5
+    fix = f"run `python -m animate124.preprocess image={path}` on the original picture"
+    if not inside.any():
+        raise InputError(f"image {path} has an empty alpha mask (every pixel is transparent), so there is no object "
+                         f"to train on; {fix}, or give an RGB image with a mask")
+    rows, cols = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
+    h, w = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+    if max(h, w) < min_object_px:
+        raise InputError(f"the object in image {path} is only {w}x{h} px (the picture is {rgba.shape[1]} px wide "
+                         f"padded); it needs at least {min_object_px} px across: give a larger picture (256 px or more)")
+    area = float(inside.mean())
+    if area < min_mask_area:
+        raise InputError(f"the object in image {path} covers only {100 * area:.2f}% of the picture (at least "
+                         f"{100 * min_mask_area:.1f}% needed); crop the picture around the object")
+
+
 def load_reference(image: Union[str, Path], mask: Union[str, Path, None] = None,
-                   depth: Union[str, Path, None] = None) -> ReferenceImage:
+                   depth: Union[str, Path, None] = None, check: bool = False) -> ReferenceImage:
     """Load the input picture (and optional mask / depth) as a padded square.
 
     Args:
@@ -141,14 +169,17 @@ def load_reference(image: Union[str, Path], mask: Union[str, Path, None] = None,
         mask: optional grey/binary mask of the same size (white = object); overrides the image's alpha.
         depth: optional depth.png (MiDaS disparity as 8/16-bit grey). Padded like the image when it has the image's
             (unpadded) size, used as is when already square.
+        check: Reject pictures without a usable object (:func:`check_object`); the generation phases set it.
 
     Raises:
-        InputError: missing/corrupt files or inconsistent sizes.
+        InputError: missing/corrupt files, inconsistent sizes, or (``check``) an empty / tiny object.
     """
     path = Path(image)
     im = open_image(path)
     m = open_image(mask, "mask") if mask is not None else None
     rgba = pad_to_square(_to_rgba(im, m, path))
+    if check:
+        check_object(rgba, path)
     ref = ReferenceImage(rgba=torch.from_numpy(rgba).permute(2, 0, 1).contiguous(), path=str(path))
     if depth is not None:
         dim = open_image(depth, "depth map")

@@ -21,17 +21,19 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from animate124.config.phases import scene_phases, static_phases
 from animate124.config.schema import FieldConfig, RenderConfig
 from animate124.errors import CheckpointError, InputError
-from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, split_state
-from animate124.io.run_dir import load_inputs, phase_dirs, phase_done
+from animate124.io.checkpoint import load_checkpoint, split_state
+from animate124.io.handoff import find_checkpoint
+from animate124.io.run_dir import load_inputs
 from animate124.render.occupancy import OccupancyGrid
 
 log = logging.getLogger(__name__)
 
-PHASE_ORDER = ("refine", "dynamic", "static", "fit")
-"""Phases with a renderable field, latest first."""
-STATIC_PHASES = ("static",)
+PHASE_ORDER = scene_phases()
+"""Phases with a renderable field, latest first (refine, dynamic, static, fit; from config/phases.py::PHASES)."""
+STATIC_PHASES = static_phases()
 """Phases whose field has no time input."""
 
 
@@ -75,33 +77,32 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def pick_phase(run_dir: str | Path, phase: str | None = None) -> str:
-    """The phase to load (see the module docstring).
+def find_scene_checkpoint(run_dir: str | Path, phase: str | None = None) -> tuple[Path, str]:
+    """The checkpoint to load and its phase (see the module docstring).
 
     Raises:
+        InputError: ``run_dir`` does not exist.
         CheckpointError: no phase of the run holds a checkpoint (or the named one does not).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run_dir {run_dir} does not exist; pass the folder a training run wrote (run_dir=...)")
     if phase is not None:
-        if latest_checkpoint(phase_dirs(run_dir, phase).checkpoints) is None:
-            raise CheckpointError(f"{run_dir}/{phase} has no checkpoint; train it first or pick another phase=")
-        return phase
-    for name in PHASE_ORDER:
-        if phase_done(run_dir, name) and latest_checkpoint(phase_dirs(run_dir, name).checkpoints) is not None:
-            return name
-    for name in PHASE_ORDER:
-        if latest_checkpoint(phase_dirs(run_dir, name).checkpoints) is not None:
-            log.warning("no finished phase in %s; using the unfinished phase %s", run_dir, name)
-            return name
-    raise CheckpointError(
-        f"{run_dir} holds no checkpoint of {', '.join(PHASE_ORDER)}; run `python -m animate124.run run_dir={run_dir}` "
-        "first (or pass the right run_dir=)"
-    )
+        missing = f"{{run_dir}}/{phase} has no checkpoint; train it first or pick another phase="
+    else:
+        missing = (f"{{run_dir}} holds no checkpoint of {', '.join(PHASE_ORDER)}; run `python -m animate124.run "
+                   "run_dir={run_dir}` first (or pass the right run_dir=)")
+    ckpt, name = find_checkpoint(run_dir, (phase,) if phase is not None else PHASE_ORDER, missing=missing)
+    assert name is not None  # found in a phase folder, not through init_from
+    return ckpt, name
 
 
-def _typed(schema: type, values: dict[str, Any] | None) -> Any:
+def pick_phase(run_dir: str | Path, phase: str | None = None) -> str:
+    """The phase to load (see the module docstring; raises as :func:`find_scene_checkpoint`)."""
+    return find_scene_checkpoint(run_dir, phase)[1]
+
+
+def typed_config(schema: type, values: dict[str, Any] | None) -> Any:
     """A schema dataclass filled from a (saved) dict; unknown keys are ignored (older/newer checkpoints)."""
     base = OmegaConf.structured(schema)
     known = {k: v for k, v in (values or {}).items() if k in base}
@@ -113,9 +114,7 @@ def _occupancy_from_state(state: dict[str, torch.Tensor], render_cfg: RenderConf
     if "grid" not in occ_state:
         raise CheckpointError("checkpoint has no occupancy grid (occupancy.grid); re-save it with the current code")
     slots, cells = occ_state["grid"].shape
-    res = round(cells ** (1.0 / 3.0))
-    occ = OccupancyGrid(res, slots, bound, render_cfg.occupancy_decay, render_cfg.density_thresh,
-                        render_cfg.update_fraction)
+    occ = OccupancyGrid.from_config(render_cfg, slots, bound, resolution=round(cells ** (1.0 / 3.0)))
     occ.load_state_dict(occ_state, strict=False)
     return occ
 
@@ -134,19 +133,35 @@ def load_scene(run_dir: str | Path, phase: str | None = None, device: str | torc
     Raises:
         CheckpointError: no usable checkpoint, or one whose tensors do not fit its own config.
     """
+    ckpt, name = find_scene_checkpoint(run_dir, phase)
+    scene = scene_from_checkpoint(ckpt, device, dynamic=name not in STATIC_PHASES)
+    scene.phase, scene.inputs = name, load_inputs(run_dir)
+    return scene
+
+
+def scene_from_checkpoint(ckpt: str | Path, device: str | torch.device = "cpu", dynamic: bool | None = None) -> Scene:
+    """The scene stored in one checkpoint folder, built with the configs it was written with.
+
+    Args:
+        ckpt: a ``step-NNNNNNN`` folder.
+        device: where the modules go.
+        dynamic: whether the field takes time (None: from the checkpoint's phase; static phases have none).
+
+    Returns:
+        The scene (eval mode, ``requires_grad=False``; ``inputs`` empty, ``phase`` the checkpoint's own).
+    """
     from animate124.fields import build_field, load_field_state
 
-    name = pick_phase(run_dir, phase)
-    ckpt = latest_checkpoint(phase_dirs(run_dir, name).checkpoints)
-    assert ckpt is not None  # pick_phase checked
+    ckpt = Path(ckpt)
     model_state, _, state = load_checkpoint(ckpt)
     config = state.get("config") or {}
-    field_cfg = _typed(FieldConfig, config.get("field"))
-    render_cfg = _typed(RenderConfig, config.get("render"))
-    field = build_field(field_cfg, dynamic=name not in STATIC_PHASES)
+    phase = str(state.get("phase") or "")
+    field_cfg = typed_config(FieldConfig, config.get("field"))
+    render_cfg = typed_config(RenderConfig, config.get("render"))
+    field = build_field(field_cfg, dynamic=phase not in STATIC_PHASES if dynamic is None else dynamic)
     load_field_state(field, split_state(model_state, "field"))
     occupancy = _occupancy_from_state(model_state, render_cfg, float(field_cfg.bound))
     dev = torch.device(device)
     field.to(dev).eval().requires_grad_(False)
     occupancy.to(dev)
-    return Scene(field, occupancy, render_cfg, load_inputs(run_dir), name, config, ckpt)
+    return Scene(field, occupancy, render_cfg, {}, phase, config, ckpt)

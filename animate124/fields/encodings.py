@@ -67,6 +67,8 @@ class GridEncoding(nn.Module):
         offsets, resolutions = grid_layout(self.kind, cfg.num_levels, cfg.base_resolution, cfg.max_resolution, log2,
                                            dims)
         self.register_buffer("offsets", offsets, persistent=False)
+        self.level_offsets: list[int] = [int(v) for v in offsets.tolist()]
+        """The level offsets on the host (level ℓ's rows are ``level_offsets[ℓ] : level_offsets[ℓ + 1]``)."""
         self.register_buffer("resolutions", resolutions, persistent=False)
         table = torch.empty(keyframes, int(offsets[-1]), cfg.features_per_level)
         self.embeddings = nn.Parameter(table.uniform_(-cfg.init_scale, cfg.init_scale))

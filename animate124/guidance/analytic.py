@@ -100,5 +100,5 @@ class AnalyticGuidance(GuidanceTerm):
         t = self.sampler.sample(ctx.step, b, device=latents.device)
         res = guided_sds(latents, acp, t, predict_eps, cfg_scale=1.0, weighting=self.weighting, scale=self.weight)
         stats = res.stats(self.name)
-        stats[f"{self.name}/mse"] = float(F.mse_loss(frames.detach(), self.target.to(frames).expand_as(frames)))
+        stats[f"{self.name}/mse"] = F.mse_loss(frames.detach(), self.target.to(frames).expand_as(frames))
         return GuidanceOutput(loss=res.loss, stats=stats)

@@ -146,15 +146,18 @@ class ImageVideoGuidance(GuidanceTerm):
         if k is None or k >= f:
             z = vae_encode(self.vae, flat, sample=True, scale=True, generator=generator)
             return z.reshape(b, f, *z.shape[1:])
-        keep = torch.zeros(f, dtype=torch.bool)
-        keep[torch.linspace(0, f - 1, max(k, 1)).round().long()] = True
-        keep = keep.repeat(b)
-        z_grad = vae_encode(self.vae, flat[keep], sample=True, scale=True, generator=generator)
+        # frame picks are host integers (evenly spaced, first and last included): no nonzero() on the device
+        picks = {round(i * (f - 1) / max(k - 1, 1)) for i in range(max(k, 1))}
+        keep_idx = [c * f + i for c in range(b) for i in range(f) if i in picks]
+        rest_idx = [c * f + i for c in range(b) for i in range(f) if i not in picks]
+        keep_t = torch.tensor(keep_idx, device=flat.device)
+        rest_t = torch.tensor(rest_idx, device=flat.device)
+        z_grad = vae_encode(self.vae, flat[keep_t], sample=True, scale=True, generator=generator)
         with torch.no_grad():
-            z_rest = vae_encode(self.vae, flat[~keep], sample=True, scale=True, generator=generator)
+            z_rest = vae_encode(self.vae, flat[rest_t], sample=True, scale=True, generator=generator)
         z = torch.empty(b * f, *z_grad.shape[1:], device=z_grad.device, dtype=z_grad.dtype)
-        z = z.index_put((keep.nonzero().squeeze(1).to(z.device),), z_grad)
-        z = z.index_put(((~keep).nonzero().squeeze(1).to(z.device),), z_rest)
+        z = z.index_put((keep_t.to(z.device),), z_grad)
+        z = z.index_put((rest_t.to(z.device),), z_rest)
         return z.reshape(b, f, *z.shape[1:])
 
     def predict_eps(self, z_t: Tensor, t: Tensor) -> Tensor:
@@ -179,10 +182,11 @@ class ImageVideoGuidance(GuidanceTerm):
 
     def forward(self, images: Tensor, ctx: GuidanceContext) -> GuidanceOutput:
         check_images(images)
+        out_device = images.device  # the loss goes back to the run's device, like every other term
         gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + ctx.step)
         latents = self.encode_frames(images.to(self.device), generator=gen)
         t = self.sampler.sample(ctx.step, batch=images.shape[0], generator=gen, device=self.device)
         noise = torch.randn(latents.shape, generator=gen).to(latents)
         res = guided_sds(latents, self.alphas_cumprod, t, self.predict_eps, cfg_scale=1.0,
                          weighting=self.cfg.weighting, scale=self.cfg.weight, noise=noise)
-        return GuidanceOutput(loss=res.loss, stats=res.stats(self.name))
+        return GuidanceOutput(loss=res.loss.to(out_device), stats=res.stats(self.name))

@@ -21,6 +21,7 @@ Shared builders (reused by every guidance term): :func:`tiny_tokenizer`, :func:`
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -37,8 +38,10 @@ from animate124.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 1
-"""Bump when a tiny builder changes, so stale cached tiny models are not reused."""
+TINY_VERSION = 2
+"""Bump when a tiny builder changes, so stale cached tiny models are not reused (2: seeded builds)."""
+TINY_SEED = 0
+"""Every tiny model is built under torch.manual_seed(TINY_SEED) (reproducible caches)."""
 TINY_DIM = 32
 """Hidden size of every tiny model (text/image embedding = UNet cross-attention dim)."""
 CLIP_MAX_LENGTH = 77
@@ -94,9 +97,39 @@ def _load_kwargs(cls: type, subfolder: Optional[str], dtype: torch.dtype, local_
     return kwargs
 
 
+GATED_REPOS = frozenset({
+    "stabilityai/stable-video-diffusion-img2vid",
+    "stabilityai/stable-video-diffusion-img2vid-xt",
+    "stabilityai/stable-video-diffusion-img2vid-xt-1-1",
+})
+"""Hub repos that need an accepted licence and a login before they can be downloaded."""
+
+
+def download_command(spec: str) -> str:
+    """The download command of the installed huggingface_hub: ``hf download`` (≥ 0.34) or ``huggingface-cli``."""
+    import huggingface_hub
+
+    major, minor = (int(x) for x in huggingface_hub.__version__.split(".")[:2])
+    return f"hf download {spec}" if (major, minor) >= (0, 34) else f"huggingface-cli download {spec}"
+
+
+def _gated_hint(spec: str) -> str:
+    login = "hf auth login" if download_command(spec).startswith("hf ") else "huggingface-cli login"
+    return (f"{spec} is a gated repo: accept its licence on the model page while logged in, then `{login}` and "
+            f"`{download_command(spec)}` on a machine with internet")
+
+
+def missing_hint(spec: str, what: str) -> str:
+    """One line naming what is missing and how to get it (gated repos say so)."""
+    if spec in GATED_REPOS:
+        return f"{what} not found locally; {_gated_hint(spec)} (or set HF_HOME to a cache holding it, or pass a local dir)"
+    return (f"{what} not found locally; run `{download_command(spec)}` on a machine with internet (or set HF_HOME "
+            f"to a cache holding it), or pass a local dir")
+
+
 def _from_pretrained(cls: type, spec: str, subfolder: Optional[str], dtype: torch.dtype, local_only: bool) -> Any:
     """``cls.from_pretrained`` with one-line errors."""
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError
 
     kwargs = _load_kwargs(cls, subfolder, dtype, local_only)
     where = f"{spec}" + (f" (subfolder {subfolder})" if subfolder else "")
@@ -106,6 +139,8 @@ def _from_pretrained(cls: type, spec: str, subfolder: Optional[str], dtype: torc
             # transformers 5 returns an empty tokenizer instead of raising when the files are missing.
             raise OSError(f"no tokenizer files in {where}")
         return obj
+    except GatedRepoError as e:
+        raise MissingWeightsError(f"{cls.__name__} {where}: {_gated_hint(spec)}") from e
     except (OSError, ValueError, EntryNotFoundError, HfHubHTTPError) as e:
         if Path(spec).expanduser().is_dir():
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -113,10 +148,39 @@ def _from_pretrained(cls: type, spec: str, subfolder: Optional[str], dtype: torc
                 f"could not load {cls.__name__} from local dir {where}: {first}; check the folder holds a "
                 f"diffusers/transformers layout ({subfolder or '.'}/config.json + weights)"
             ) from e
-        raise MissingWeightsError(
-            f"{cls.__name__} {where} not found locally; run `huggingface-cli download {spec}` on a machine with "
-            f"internet (or set HF_HOME to a cache holding it), or pass a local dir"
-        ) from e
+        raise MissingWeightsError(missing_hint(spec, f"{cls.__name__} {where}")) from e
+
+
+def model_index(spec: str, models_cfg: Optional[ModelsConfig] = None) -> dict[str, Any]:
+    """A diffusers repo's ``model_index.json`` (a local dir's file, or the hub's, from the cache when offline).
+
+    Raises:
+        MissingWeightsError: no such file (the message names the repo and how to get it).
+    """
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+
+    local = Path(spec).expanduser()
+    if local.is_dir():
+        path = local / "model_index.json"
+        if not path.is_file():
+            raise MissingWeightsError(f"local dir {spec} has no model_index.json; pass a diffusers pipeline folder "
+                                      f"(model_index.json + one subfolder per component)")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(spec, "model_index.json", local_files_only=offline(models_cfg)))
+        except GatedRepoError as e:
+            raise MissingWeightsError(f"model_index.json of {_gated_hint(spec)}") from e
+        except (OSError, ValueError, HfHubHTTPError) as e:
+            raise MissingWeightsError(missing_hint(spec, f"model_index.json of {spec}")) from e
+    return json.loads(path.read_text())
+
+
+def pipeline_components(index: dict[str, Any]) -> dict[str, tuple[Optional[str], Optional[str]]]:
+    """``{component folder: (library, class name)}`` of a model_index.json (``_``-keys and flags dropped)."""
+    return {k: (v[0], v[1]) for k, v in index.items()
+            if not k.startswith("_") and isinstance(v, list) and len(v) == 2}
 
 
 def _build_tiny(target: Path, subfolder: Optional[str], builder: Callable[[], Any]) -> None:
@@ -126,7 +190,10 @@ def _build_tiny(target: Path, subfolder: Optional[str], builder: Callable[[], An
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    obj = builder()
+    # Seeded: a tiny model's weights must not depend on which test happened to build the cache first.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        obj = builder()
     obj.save_pretrained(str(tmp))
     try:
         os.rename(tmp, dest)
@@ -203,6 +270,26 @@ def _apply_checkpointing(module: nn.Module, models_cfg: ModelsConfig) -> None:
 # --------------------------------------------------------------------------------------------- prompts
 
 
+_TRUNCATED: set[str] = set()
+
+
+def warn_truncated(tokenizer: Any, prompts: Sequence[str], max_len: int) -> list[str]:
+    """Log one warning per prompt longer than the tokenizer's limit (it is truncated); returns those prompts."""
+    long = []
+    for prompt in dict.fromkeys(prompts):
+        n = len(tokenizer(prompt, truncation=False).input_ids)
+        if n > max_len:
+            long.append(prompt)
+            if prompt not in _TRUNCATED:
+                _TRUNCATED.add(prompt)
+                kept = tokenizer.decode(tokenizer(prompt, truncation=True, max_length=max_len).input_ids,
+                                        skip_special_tokens=True)
+                log.warning("prompt %r is %d tokens; the text encoder reads %d, so it is truncated after %r; shorten "
+                            "it to keep the rest", prompt[:60] + ("..." if len(prompt) > 60 else ""), n, max_len,
+                            kept[-40:])
+    return long
+
+
 def encode_prompts(tokenizer: Any, text_encoder: nn.Module, prompts: Sequence[str]) -> Tensor:
     """CLIP text embeddings (last hidden state) of ``prompts``.
 
@@ -210,6 +297,7 @@ def encode_prompts(tokenizer: Any, text_encoder: nn.Module, prompts: Sequence[st
         [n, 77, D] in the text encoder's dtype, on its device (no grad).
     """
     max_len = min(int(getattr(tokenizer, "model_max_length", CLIP_MAX_LENGTH)), CLIP_MAX_LENGTH)
+    warn_truncated(tokenizer, prompts, max_len)
     ids = tokenizer(list(prompts), padding="max_length", max_length=max_len, truncation=True,
                     return_tensors="pt").input_ids
     device = next(text_encoder.parameters()).device

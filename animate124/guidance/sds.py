@@ -177,12 +177,12 @@ class SDSResult:
     weight: Tensor
     """[B] λ·w(t)."""
 
-    def stats(self, prefix: str) -> dict[str, float]:
-        """Scalars for logging: loss, mean |grad|, mean t."""
+    def stats(self, prefix: str) -> dict[str, Tensor]:
+        """Scalars for logging: loss, mean |grad|, mean t (detached 0-dim tensors: no host sync in the step)."""
         return {
-            f"{prefix}/loss": float(self.loss.detach()),
-            f"{prefix}/grad_abs": float(self.grad.abs().mean()),
-            f"{prefix}/t": float(self.t.float().mean()),
+            f"{prefix}/loss": self.loss.detach(),
+            f"{prefix}/grad_abs": self.grad.abs().mean(),
+            f"{prefix}/t": self.t.float().mean(),
         }
 
 

@@ -200,11 +200,15 @@ class TokenEmbedding(nn.Module):
         self.token_id = token_id
         self.row = nn.Parameter(embedding.weight.detach()[token_id].float().clone())
         self._embedding = [embedding]  # not a submodule: its weights are not ours to save
-        self._handle = embedding.register_forward_hook(self._inject)
+        # The hook closes over the row only, not over self: a bound method would make embedding → hook → self →
+        # embedding a reference cycle that keeps the text encoder alive after the phase (until a gc pass).
+        row = self.row
 
-    def _inject(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
-        hit = (inputs[0] == self.token_id).unsqueeze(-1)
-        return torch.where(hit, self.row.to(output.dtype), output)
+        def inject(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+            hit = (inputs[0] == token_id).unsqueeze(-1)
+            return torch.where(hit, row.to(output.dtype), output)
+
+        self._handle = embedding.register_forward_hook(inject)
 
     def sync(self) -> None:
         """Copy the row into the embedding matrix (so the text encoder alone carries the token)."""
@@ -244,7 +248,9 @@ class TextualInversion(nn.Module):
         self.token = token
         self.token_id = add_token(tokenizer, self.text_encoder, token, initializer)
         self.token_embedding = TokenEmbedding(self.text_encoder.get_input_embeddings(), self.token_id)
-        self.register_buffer("image", prepare_image(image, round(resolution * 640 / 512)), persistent=False)
+        device = next(unet.parameters()).device  # the picture lives with the models (it feeds the VAE every step)
+        self.register_buffer("image", prepare_image(image, round(resolution * 640 / 512)).to(device),
+                             persistent=False)
         self.augment = TIAugment(resolution) if augment else None
         self.resolution, self.batch_size = resolution, batch_size
         self.optimizer = torch.optim.AdamW([self.token_embedding.row], lr=lr, betas=(0.9, 0.999), weight_decay=1e-2,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -71,23 +71,25 @@ def grad_frame_mask(num_frames: int, k: Optional[int], random: bool, generator: 
     Evenly spaced picks include the first and last frame (``round(linspace(0, F−1, k))``); random picks are k
     distinct frames drawn with ``generator``.
     """
+    if not random or k is None or k <= 0 or k >= num_frames:
+        return torch.tensor(grad_frame_list(num_frames, k), dtype=torch.bool)
     mask = torch.zeros(num_frames, dtype=torch.bool)
-    if k is None or k >= num_frames:
-        return mask.fill_(True)
-    if k <= 0:
-        return mask
-    if random:
-        idx = torch.randperm(num_frames, generator=generator)[:k]
-    else:
-        idx = torch.linspace(0, num_frames - 1, k).round().long()
-    mask[idx] = True
+    mask[torch.randperm(num_frames, generator=generator)[:k]] = True
     return mask
+
+
+def grad_frame_list(num_frames: int, k: Optional[int]) -> list[bool]:
+    """The evenly spaced picks of :func:`grad_frame_mask` as host booleans (no tensor, so no device read)."""
+    if k is None or k >= num_frames:
+        return [True] * num_frames
+    picks = {round(i * (num_frames - 1) / max(k - 1, 1)) for i in range(k)} if k > 0 else set()
+    return [i in picks for i in range(num_frames)]
 
 
 def encode_frames(
     vae: nn.Module,
     frames: Tensor,
-    grad_mask: Tensor,
+    grad_mask: Union[Tensor, Sequence[bool]],
     chunk: int,
     generator: Optional[torch.Generator] = None,
 ) -> Tensor:
@@ -98,8 +100,9 @@ def encode_frames(
     """
     out: list[Optional[Tensor]] = [None] * frames.shape[0]
     chunk = max(1, int(chunk))
+    mask = [bool(v) for v in (grad_mask.tolist() if isinstance(grad_mask, Tensor) else grad_mask)]  # host values
     for keep_grad in (True, False):
-        idx = torch.nonzero(grad_mask == keep_grad).flatten().tolist()
+        idx = [i for i, v in enumerate(mask) if v == keep_grad]
         for i in range(0, len(idx), chunk):
             sel = idx[i : i + chunk]
             with torch.set_grad_enabled(keep_grad and torch.is_grad_enabled()):
@@ -169,8 +172,11 @@ class VideoSDS(GuidanceTerm):
         if self.vae is None:
             z = frames * 2.0 - 1.0
             return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4).float()
-        mask = grad_frame_mask(f, self.cfg.vae_grad_frames, self.cfg.vae_grad_random, _cpu(self.generator))
-        z = encode_frames(self.vae, frames, mask.repeat(b), self.cfg.vae_chunk, self.generator)
+        if self.cfg.vae_grad_random:  # a CPU draw read on the host (no device sync)
+            mask = grad_frame_mask(f, self.cfg.vae_grad_frames, True, _cpu(self.generator)).tolist()
+        else:
+            mask = grad_frame_list(f, self.cfg.vae_grad_frames)
+        z = encode_frames(self.vae, frames, mask * b, self.cfg.vae_chunk, self.generator)
         return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)
 
     def eps_predictor(self, uncond: Tensor, cond: Tensor) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:

@@ -2,8 +2,8 @@
 
 Components (diffusers layout, e.g. ``bennyguo/zero123-xl-diffusers``): ``unet`` (8 input channels: noisy latent
 ‖ reference latent), ``vae``, ``image_encoder`` (CLIPVisionModelWithProjection), the pose projection Linear
-772 → 768 (``cc_projection`` → :class:`CCProjection`, or ``clip_camera_projection`` → :class:`CLIPCameraProjection`,
-chosen by ``guidance.zero123.projection_subfolder``), ``scheduler``.
+772 → 768 (``clip_camera_projection`` → :class:`CLIPCameraProjection`, or ``cc_projection`` → :class:`CCProjection`,
+whichever the repo's ``model_index.json`` names: :func:`projection_layout`), ``scheduler``.
 
 Conditioning, computed once from the white-composited reference image (:meth:`Zero123Guidance.set_reference`):
 - CLIP image embedding: bicubic (antialiased) resize to the encoder's size and CLIP mean/std normalisation done
@@ -11,12 +11,19 @@ Conditioning, computed once from the white-composited reference image (:meth:`Ze
 - the reference VAE latent at ``cfg.resolution`` (posterior *mode*, NOT multiplied by the scaling factor — the
   original drew a posterior sample; the VAE's posterior std is tiny, the mode keeps the condition deterministic).
 
-Pose token and sign conventions. The original (y-up) places a camera at r·(sinθ sinφ, cosθ, sinθ cosφ), polar θ
-(90° = horizon), azimuth φ (0 = +z = the reference view), and feeds ``T = [Δθ (rad), sin(−Δφ), cos(Δφ), Δr]``.
-Our world (z-up) places it at r·(cos e cos a, cos e sin a, sin e). The proper rotation x_o→y, y_o→z, z_o→x maps
-the original's position formula onto ours with a = φ and e = 90° − θ, so::
+Pose token: Zero-1-to-3's own training code is the ground truth. ``get_T(target_RT, cond_RT)``
+(``zero123/ldm/data/simple.py``) takes both camera centres ``c = −Rᵀt`` in Objaverse's Blender world (right-handed,
+z up), converts them to spherical coordinates with polar θ = arccos(z/r) (``atan2(√(x²+y²), z)``) and azimuth
+φ = atan2(y, x), and feeds ``[θ_t − θ_c, sin(Δφ), cos(Δφ), r_t − r_c]`` with Δφ = (φ_t − φ_c) mod 2π.
+Our world is right-handed and z up as well, and places a camera at r·(cos e cos a, cos e sin a, sin e), so
+θ = 90° − e and φ = a exactly, which gives::
 
-    T = [−Δe (rad), sin(−Δa), cos(Δa), Δr]      (Δ = current − reference, Δa wrapped to [−180°, 180°))
+    T = [−Δe (rad), sin(Δa), cos(Δa), Δr]      (Δ = current − reference, Δa wrapped to [−180°, 180°))
+
+(``tests/test_gpu_path.py::test_pose_token_equals_zero123_get_T`` recomputes get_T from our cameras' centres.)
+The original Animate124 fed sin(−Δa): its cameras (``dnerf/provider.py``, ``right = forward × up`` with
+``forward = centers − targets``) are mirrored, so it needed the minus; with right-handed cameras, as here and in
+threestudio (which also uses sin(+Δa)), the minus would mirror every novel view.
 
 ``c_crossattn = cc_projection([clip_emb ‖ T])``. Unconditional branch: zero cross-attention embedding and zero
 concat latent; standard CFG ``ε_u + 5(ε_c − ε_u)``.
@@ -35,7 +42,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from animate124.config.guidance import Zero123GuidanceConfig
-from animate124.config.schema import ModelsConfig
+from animate124.config.schema import ModelsConfig, ModelsKind
 from animate124.errors import ConfigError
 from animate124.guidance import models as M
 from animate124.guidance.base import GuidanceTerm, check_images, clip_normalize, resize_frames, resolve_device, vae_encode
@@ -76,6 +83,28 @@ class CLIPCameraProjection(ModelMixin, ConfigMixin):
 
 PROJECTION_CLASSES = {"cc_projection": CCProjection, "clip_camera_projection": CLIPCameraProjection}
 """Projection class by folder name (``guidance.zero123.projection_subfolder``)."""
+DEFAULT_PROJECTION = "clip_camera_projection"
+"""The layout of the default repo ``bennyguo/zero123-xl-diffusers`` (its model_index.json; threestudio's
+Zero123Pipeline registers the same name), mirrored by ``models=tiny`` / ``random``."""
+
+
+def projection_layout(cfg: Zero123GuidanceConfig, models_cfg: Optional[ModelsConfig]) -> str:
+    """The pose projection's folder: ``cfg.projection_subfolder``, else the one the repo's model_index.json names.
+
+    Raises:
+        ConfigError: the model_index.json names no known projection (or several).
+        MissingWeightsError: no model_index.json (not downloaded, or a local dir without one).
+    """
+    if cfg.projection_subfolder:
+        return cfg.projection_subfolder
+    if models_cfg is not None and ModelsKind(models_cfg.kind) != ModelsKind.pretrained:
+        return DEFAULT_PROJECTION
+    components = M.pipeline_components(M.model_index(cfg.model, models_cfg))
+    found = [name for name in PROJECTION_CLASSES if name in components]
+    if len(found) != 1:
+        raise ConfigError(f"{cfg.model}: model_index.json names {sorted(components)}, expected exactly one of "
+                          f"{', '.join(PROJECTION_CLASSES)}; set guidance.zero123.projection_subfolder=<folder>")
+    return found[0]
 
 
 def pose_token(delta_elevation: Tensor, delta_azimuth: Tensor, delta_radius: Tensor) -> Tensor:
@@ -87,10 +116,10 @@ def pose_token(delta_elevation: Tensor, delta_azimuth: Tensor, delta_radius: Ten
         delta_radius: [N].
 
     Returns:
-        [N, 4] = [−Δe (rad), sin(−Δa), cos(Δa), Δr].
+        [N, 4] = [−Δe (rad), sin(Δa), cos(Δa), Δr] (Zero-1-to-3's get_T; see the module docstring).
     """
     daz = torch.deg2rad(torch.remainder(delta_azimuth.float() + 180.0, 360.0) - 180.0)
-    return torch.stack([-torch.deg2rad(delta_elevation.float()), torch.sin(-daz), torch.cos(daz),
+    return torch.stack([-torch.deg2rad(delta_elevation.float()), torch.sin(daz), torch.cos(daz),
                         delta_radius.float()], dim=-1)
 
 
@@ -147,8 +176,9 @@ class Zero123Guidance(GuidanceTerm):
         self.vae = one(AutoencoderKL, "vae", M.tiny_vae, M.random_vae)
         self.image_encoder = one(CLIPVisionModelWithProjection, "image_encoder", M.tiny_image_encoder,
                                  M.random_image_encoder)
-        proj_cls, proj_tiny, proj_random = _projection_builders(cfg.projection_subfolder)
-        self.cc_projection = one(proj_cls, cfg.projection_subfolder, proj_tiny, proj_random)
+        projection = projection_layout(cfg, models_cfg)
+        proj_cls, proj_tiny, proj_random = _projection_builders(projection)
+        self.cc_projection = one(proj_cls, projection, proj_tiny, proj_random)
         scheduler = one(DDIMScheduler, "scheduler", M.sd_scheduler)
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.float().to(dev), persistent=False)
         self.sampler = TimestepSampler.from_config(cfg, self.alphas_cumprod.shape[0])
@@ -209,5 +239,5 @@ class Zero123Guidance(GuidanceTerm):
         res = guided_sds(latents, self.alphas_cumprod, t, predict_eps, self.cfg.cfg_scale, self.cfg.weighting,
                          scale=w, batch_size=b)
         stats = res.stats(self.name)
-        stats[f"{self.name}/weight"] = float(w.mean())
+        stats[f"{self.name}/weight"] = w.mean()
         return GuidanceOutput(loss=res.loss.to(images.device), stats=stats)

@@ -2,7 +2,10 @@
 
 A checkpoint is written into a temporary sibling directory and then ``os.replace``d into place, so a crash mid-write
 leaves at most a ``.tmp-*`` directory that :func:`latest_checkpoint` ignores. ``state.json`` is written last inside the
-temporary directory; a step directory without it is treated as incomplete.
+temporary directory; a step directory without it is treated as incomplete. state.json records the size and sha256 of
+both tensor files; :func:`load_latest_valid` checks them (and the safetensors headers) at resume and falls back to the
+previous checkpoint, with a warning, when the newest is truncated or garbled. A full disk during the write raises
+:class:`~animate124.io.disk.DiskFullError` and removes the temporary directory, leaving older checkpoints untouched.
 
 Example:
     >>> path = save_checkpoint(ckpt_dir, 100, model_state, optimizer.state_dict(), {"phase": "fit"}, keep=2)
@@ -14,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -28,6 +32,9 @@ from safetensors.torch import load_file, save_file
 
 from animate124 import __version__
 from animate124.errors import CheckpointError
+from animate124.io.disk import disk_full_guard, fsync_dir
+
+log = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d{7})$")
 MODEL_FILE = "model.safetensors"
@@ -177,6 +184,7 @@ def save_checkpoint(
     optim_state: dict[str, Any] | None,
     state: dict[str, Any],
     keep: int = 2,
+    needed_bytes: int = 0,
 ) -> Path:
     """Write ``ckpt_dir/step-{step:07d}/`` atomically and delete all but the newest ``keep`` checkpoints.
 
@@ -188,9 +196,13 @@ def save_checkpoint(
         state: JSON-able phase state (phase name, config, scaler state, ...); ``step``, ``version`` and the RNG
             states are added here.
         keep: How many checkpoints to keep (>= 1).
+        needed_bytes: Expected size (e.g. of the previous checkpoint), named in a disk-full error.
 
     Returns:
         The final checkpoint directory.
+
+    Raises:
+        DiskFullError: ENOSPC / EDQUOT; the temporary directory is removed and older checkpoints are untouched.
     """
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -198,16 +210,12 @@ def save_checkpoint(
     tmp = ckpt_dir / f".tmp-{step_dir_name(step)}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(_to_saveable(model_state), str(tmp / MODEL_FILE))
-    optim_tensors, optim_meta = flatten_optimizer_state(optim_state or {})
-    save_file(_to_saveable(optim_tensors), str(tmp / OPTIM_FILE))
-    full_state = dict(state)
-    full_state.update(step=int(step), version=__version__, rng=get_rng_state(), optimizer=optim_meta)
-    with open(tmp / STATE_FILE, "w") as f:
-        json.dump(full_state, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with disk_full_guard(f"checkpoint {final.name}", ckpt_dir, needed=needed_bytes or None):
+            _write_checkpoint_files(tmp, step, model_state, optim_state, state)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written directory behind
+        raise
     if final.exists():  # same step saved twice (e.g. periodic + final): swap the old one out, then delete it
         trash = ckpt_dir / f".old-{final.name}-{os.getpid()}"
         os.replace(final, trash)
@@ -215,8 +223,36 @@ def save_checkpoint(
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
+    fsync_dir(ckpt_dir)
     prune_checkpoints(ckpt_dir, keep)
     return final
+
+
+def _write_checkpoint_files(tmp: Path, step: int, model_state: dict[str, torch.Tensor], optim_state: dict[str, Any] | None,
+                            state: dict[str, Any]) -> None:
+    """model.safetensors, optim.safetensors, then state.json (with their sizes and sha256) into ``tmp``."""
+    tmp.mkdir()
+    save_file(_to_saveable(model_state), str(tmp / MODEL_FILE))
+    optim_tensors, optim_meta = flatten_optimizer_state(optim_state or {})
+    save_file(_to_saveable(optim_tensors), str(tmp / OPTIM_FILE))
+    full_state = dict(state)
+    full_state.update(step=int(step), version=__version__, rng=get_rng_state(), optimizer=optim_meta,
+                      files={name: file_digest(tmp / name) for name in (MODEL_FILE, OPTIM_FILE)})
+    with open(tmp / STATE_FILE, "w") as f:
+        json.dump(full_state, f, indent=1, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def file_digest(path: str | Path) -> dict[str, Any]:
+    """``{"bytes": size, "sha256": hex}`` of a file (fsynced first, so what is hashed is what is on disk)."""
+    h = hashlib.sha256()
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+        size = f.tell()
+    return {"bytes": size, "sha256": h.hexdigest()}
 
 
 def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
@@ -275,6 +311,77 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path} has a state.json without 'step'; {fix}")
     optim_state = unflatten_optimizer_state(optim_tensors, state.get("optimizer", {}))
     return model_state, optim_state, state
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Check the sizes and sha256 that state.json records for the tensor files (CheckpointError on a mismatch).
+
+    Checkpoints written before the digests were recorded pass (their safetensors headers are still checked on load).
+    """
+    path = Path(path)
+    fix = "delete it (the run restarts from the previous checkpoint or from scratch) or pass init_from=..."
+    try:
+        with open(path / STATE_FILE) as f:
+            files = json.load(f).get("files") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt (state.json unreadable: {exc}); {fix}") from exc
+    for name, want in files.items():
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete ({name} missing); {fix}")
+        size = (path / name).stat().st_size
+        if size != want.get("bytes"):
+            raise CheckpointError(f"checkpoint {path} is corrupt ({name} has {size} bytes, state.json recorded "
+                                  f"{want.get('bytes')}); {fix}")
+        h = hashlib.sha256()
+        with open(path / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        if h.hexdigest() != want.get("sha256"):
+            raise CheckpointError(f"checkpoint {path} is corrupt ({name} does not match the sha256 in state.json); {fix}")
+
+
+def load_latest_valid(
+    ckpt_dir: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]], list[dict[str, str]]] | None:
+    """Load the newest checkpoint that verifies, falling back over corrupt ones (each moved aside with one warning).
+
+    Returns:
+        None when ``ckpt_dir`` holds no checkpoint; else ``(path, (model_state, optim_state, state), fallbacks)``
+        where ``fallbacks`` lists ``{"checkpoint", "moved_to", "reason"}`` of every corrupt newer checkpoint.
+
+    Raises:
+        CheckpointError: Every checkpoint is corrupt (one line naming the newest problem and the fix).
+    """
+    found = list_checkpoints(ckpt_dir)
+    fallbacks: list[dict[str, str]] = []
+    for path in reversed(found):
+        try:
+            verify_checkpoint(path)
+            loaded = load_checkpoint(path, map_location=map_location)
+        except CheckpointError as exc:
+            aside = path.with_name(f".corrupt-{path.name}-{os.getpid()}")
+            os.replace(path, aside)  # keep it for inspection, out of list_checkpoints and pruning
+            fallbacks.append({"checkpoint": str(path), "moved_to": str(aside), "reason": str(exc)})
+            log.warning("%s; falling back to the previous checkpoint (the corrupt one is kept as %s)", exc, aside.name)
+            continue
+        return path, loaded, fallbacks
+    if fallbacks:
+        raise CheckpointError(
+            f"every checkpoint in {ckpt_dir} is corrupt (newest: {fallbacks[0]['reason'].split('; ')[0]}); they are "
+            f"kept as .corrupt-*; delete the folder to restart the phase from scratch, or pass init_from=..."
+        )
+    return None
+
+
+def clean_partial(ckpt_dir: str | Path) -> list[Path]:
+    """Delete ``.tmp-*`` / ``.old-*`` directories left by a killed save (call while holding the run lock)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    gone = [p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith((".tmp-", ".old-"))]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
 
 
 def split_state(model_state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from animate124 import __version__
+from animate124.io.disk import disk_full_guard
 from animate124.io.run_dir import read_json, write_json_atomic
 
 
@@ -76,5 +77,6 @@ def read_report(path: str | Path) -> dict[str, Any]:
 
 
 def write_report(path: str | Path, report: dict[str, Any]) -> None:
-    """Write report.json atomically."""
-    write_json_atomic(path, report)
+    """Write report.json atomically (DiskFullError on ENOSPC / EDQUOT; the previous report stays)."""
+    with disk_full_guard(f"report {Path(path).name}", Path(path).parent):
+        write_json_atomic(path, report)

@@ -11,6 +11,21 @@ from animate124.types import RaySamples
 __all__ = ["near_far_from_aabb", "march_rays_train"]
 
 
+def check_values(ok: Tensor, message: str) -> None:
+    """A data-dependent input check without a host sync on the GPU.
+
+    CPU tensors are read on the host (free) and raise ``ValueError(message)``; device (and fake) tensors get a
+    device-side assert (``torch._assert_async``), which CUDA reports asynchronously, so the step never waits.
+    """
+    from torch._subclasses.fake_tensor import is_fake
+
+    if ok.device.type == "cpu" and not is_fake(ok):
+        if not bool(ok):
+            raise ValueError(message)
+    else:
+        torch._assert_async(ok, message)
+
+
 def near_far_from_aabb(rays_o: Tensor, rays_d: Tensor, aabb: Tensor,
                        min_near: float = 0.2) -> tuple[Tensor, Tensor]:
     """Entry and exit distances of rays through an axis-aligned box (slab test).
@@ -102,8 +117,8 @@ def march_rays_train(rays_o: Tensor, rays_d: Tensor, nears: Tensor, fars: Tensor
                          f"got {bitfield.shape[1]}")
     if bound <= 0 or dt <= 0 or max_steps < 1:
         raise ValueError(f"need bound > 0, dt > 0, max_steps >= 1; got {bound}, {dt}, {max_steps}")
-    if n and (int(slots.min()) < 0 or int(slots.max()) >= bitfield.shape[0]):
-        raise ValueError(f"slots must lie in [0, {bitfield.shape[0] - 1}]")
+    if n:
+        check_values(((slots >= 0) & (slots < bitfield.shape[0])).all(), f"slots must lie in [0, {bitfield.shape[0] - 1}]")
     fn = dispatch("march_rays_train", rays_o, rays_d, nears, fars, bitfield, slots, noise)
     return fn(rays_o.contiguous(), rays_d.contiguous(), nears.contiguous(), fars.contiguous(),
               bitfield.contiguous(), slots.long().contiguous(), noise.contiguous(), float(bound), int(grid_res),

@@ -10,17 +10,11 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from animate124.config.phases import PhaseKind
+from animate124.config.phases import PHASES, PhaseKind, phase_module
 from animate124.errors import ConfigError
 
-PHASE_MODULES: dict[PhaseKind, str] = {
-    PhaseKind.fit: "animate124.phases.fit",
-    PhaseKind.static: "animate124.phases.static",
-    PhaseKind.dynamic: "animate124.phases.dynamic",
-    PhaseKind.refine: "animate124.phases.refine",
-    PhaseKind.textual_inversion: "animate124.phases.textual_inversion",
-    PhaseKind.all: "animate124.phases.all",
-}
+PHASE_MODULES: dict[PhaseKind, str] = {spec.kind: phase_module(spec.kind) for spec in PHASES}
+"""Kind → module, from the one phase table (config/phases.py::PHASES)."""
 
 
 def load_phase_module(kind: PhaseKind | str) -> Any:

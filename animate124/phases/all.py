@@ -4,8 +4,10 @@ Finished phases (``<run_dir>/<phase>/report.json`` with ``complete: true``) are 
 from its latest checkpoint (the phases' own resume), so re-running the same command after a crash or ``kill -9``
 finishes the chain. Before each phase a chain table is printed: every phase's state, steps and an ETA (from the
 phase's own measured speed when it ran before, else from the speed of the previous phase scaled by nothing — shown as
-``?`` until measured). At the end: an orbit video of the last phase (``animate124.export``) and
-``<run_dir>/report.json`` summing all phases.
+``?`` until measured). At the end: an orbit video of the last phase (``animate124.export``), the animated GLB
+(``<run_dir>/mesh/animated.glb``) and the web viewer (``<run_dir>/viewer/``) with the cheap defaults of
+``phase.outputs`` (each switchable off; one that fails logs a warning and is recorded in report.json, the run is kept),
+and ``<run_dir>/report.json`` summing all phases.
 
 Example:
     python -m animate124.run case=panda-dance case.root=/data/animate124-benchmark
@@ -20,14 +22,15 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from animate124.config.phases import AllPhasesConfig
+from animate124.config.phases import AllPhasesConfig, chain_order
 from animate124.data.case import apply_case
 from animate124.io.report import read_report, write_report
 from animate124.io.run_dir import phase_dirs, phase_done, save_inputs
 
 log = logging.getLogger(__name__)
 
-ORDER = ("textual_inversion", "static", "dynamic", "refine")
+ORDER = chain_order()
+"""textual_inversion → static → dynamic → refine (the chain rows of config/phases.py::PHASES)."""
 
 
 def _fmt_time(seconds: Optional[float]) -> str:
@@ -86,6 +89,33 @@ def _final_video(cfg: Any, run_dir: Path, pcfg: AllPhasesConfig) -> Optional[str
     return str(written[0]) if written else None
 
 
+def _final_outputs(cfg: Any, run_dir: Path, pcfg: AllPhasesConfig) -> dict[str, Any]:
+    """The GLB and the viewer (``phase.outputs``); {"glb": path | None, "viewer": path | None, "output_errors": {...}}."""
+    from animate124.config.export import ExportConfig
+    from animate124.errors import Animate124Error
+    from animate124.export import export
+
+    o = pcfg.outputs
+    result: dict[str, Any] = {"glb": None, "viewer": None, "output_errors": {}}
+    jobs = []
+    if o.glb:
+        ecfg = ExportConfig(run_dir=str(run_dir), format="mesh", frames=o.glb_frames, device=cfg.device, progress=False)
+        ecfg.mesh.resolution = o.glb_resolution
+        jobs.append(("glb", ecfg, run_dir / "mesh" / "animated.glb"))
+    if o.viewer:
+        ecfg = ExportConfig(run_dir=str(run_dir), format="viewer", device=cfg.device, progress=False)
+        ecfg.viewer.views, ecfg.viewer.times, ecfg.viewer.size = o.viewer_views, o.viewer_times, o.viewer_size
+        jobs.append(("viewer", ecfg, run_dir / "viewer" / "index.html"))
+    for key, ecfg, target in jobs:
+        try:
+            export(ecfg)
+            result[key] = str(target)
+        except Animate124Error as exc:  # the phases are done: a failed extra is reported, the run is kept
+            log.warning("phase=all: the end-of-run %s was not written: %s", key, exc)
+            result["output_errors"][key] = str(exc)
+    return result
+
+
 def summarize(run_dir: Path, reports: dict[str, dict[str, Any]], video: Optional[str], wall: float) -> dict[str, Any]:
     """Top-level report: per-phase summaries and the sums of steps, wall and train time."""
     phases = {}
@@ -125,7 +155,8 @@ def run(cfg: Any, run_dir: Path) -> dict[str, Any]:
         reports[name] = run_phase(dataclasses.replace(cfg, phase=getattr(pcfg, name)), run_dir)
     _say(chain_table(run_dir, pcfg))
     video = _final_video(cfg, run_dir, pcfg)
-    report = summarize(run_dir, reports, video, time.perf_counter() - t0)
+    extras = _final_outputs(cfg, run_dir, pcfg)
+    report = summarize(run_dir, reports, video, time.perf_counter() - t0) | extras
     write_report(run_dir / "report.json", report)
     _say(f"all phases done in {_fmt_time(report['total_wall_time_s'])}; report {run_dir / 'report.json'}"
          + (f", video {video}" if video else ""))

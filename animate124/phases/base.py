@@ -5,7 +5,8 @@ A phase subclasses :class:`Phase` and implements :meth:`Phase.build` (modules + 
 :meth:`Phase.final`, :meth:`Phase.modules_to_save` and :meth:`Phase.refresh_occupancy`. :func:`train` does the rest:
 seeding, resume from the latest checkpoint, AMP + GradScaler on CUDA, gradient clipping, the optimizer step, occupancy
 refreshes every ``render.update_interval`` steps (checked before the step, spec §5.2), TensorBoard scalars, periodic /
-final / Ctrl-C checkpoints, non-finite loss detection and ``report.json``.
+final / stop checkpoints (Ctrl-C, SIGTERM, preemption: animate124.signals), non-finite loss detection, free-space
+checks, corrupt-checkpoint fallback at resume and ``report.json``.
 
 A phase module (``animate124.phases.<kind>``) exposes either ``PHASE`` (a Phase subclass, run with :func:`train`) or
 ``run(cfg, run_dir) -> dict`` (e.g. ``phase=all``, which calls other phases); see :func:`animate124.phases.run_phase`.
@@ -14,7 +15,7 @@ Example:
     >>> class MyPhase(Phase):
     ...     name = "fit"
     ...     def build(self): ...
-    ...     def train_step(self, step): return StepOutput(loss, {"mse": float(loss)})
+    ...     def train_step(self, step): return StepOutput(loss, {"mse": loss.detach()})
     >>> report = train(MyPhase(cfg, run_dir))
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,29 +37,31 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from animate124.config.phases import AdamPhaseConfig, TrainLoopConfig, typed_phase_config
 from animate124.config.schema import RunConfig
 from animate124.errors import Animate124Error, ConfigError
+from animate124.io import lock
 from animate124.io.checkpoint import (
     check_compatible,
+    clean_partial,
     config_hash,
     latest_checkpoint,
-    load_checkpoint,
+    load_latest_valid,
     merge_states,
     save_checkpoint,
     set_rng_state,
     split_state,
     structural_hash,
 )
+from animate124.io.disk import check_free_space, dir_size, disk_full_guard
 from animate124.io.report import environment_info, peak_cuda_mb, peak_rss_mb, read_report, write_report
 from animate124.io.run_dir import PhaseDirs, phase_dirs
+from animate124.pace import PaceWatch
+from animate124.signals import StopSignals, TrainingInterrupted, TrainingPreempted
+
+__all__ = ["NonFiniteLossError", "Phase", "StepOutput", "TrainingInterrupted", "TrainingPreempted", "train"]
 
 log = logging.getLogger(__name__)
-
-
-class TrainingInterrupted(Animate124Error):
-    """Ctrl-C during training; a checkpoint was saved. The CLI prints the message and exits 130."""
-
-    exit_code = 130
 
 
 class NonFiniteLossError(Animate124Error):
@@ -70,8 +74,14 @@ class StepOutput:
 
     loss: Tensor
     """Scalar loss to minimise (already weighted)."""
-    stats: dict[str, float] = field(default_factory=dict)
-    """Float statistics for TensorBoard / the progress bar."""
+    stats: dict[str, Tensor | float] = field(default_factory=dict)
+    """Statistics for TensorBoard / the progress bar / report.json: detached 0-dim tensors (read on the host only
+    at log time, :func:`host_stats`, so a step never waits for the GPU) or plain floats."""
+
+
+def host_stats(stats: dict[str, Tensor | float]) -> dict[str, float]:
+    """Stats as Python floats (the one place where step statistics are read on the host)."""
+    return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in stats.items()}
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -108,10 +118,12 @@ class Phase:
 
     name: str = ""
     """The phase's folder name in the run directory (the PhaseKind value)."""
+    pcfg: TrainLoopConfig
+    """``cfg.phase`` as its phase's dataclass (subclasses narrow the annotation to their own config class)."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, device: torch.device | None = None) -> None:
         self.cfg = cfg
-        self.pcfg = cfg.phase
+        self.pcfg = typed_phase_config(cfg.phase)
         self.run_dir = Path(run_dir)
         self.device = device if device is not None else select_device(cfg.device)
         self.dirs: PhaseDirs = phase_dirs(self.run_dir, self.name)
@@ -120,6 +132,8 @@ class Phase:
         self.occupancy: nn.Module | None = None
         self.history: list[dict[str, float]] = []
         """Validation metrics over the run (step, train time, metrics), restored on resume."""
+        self.grad_scaler: torch.amp.GradScaler | None = None
+        """The loop's GradScaler (set by :func:`train`; disabled when AMP is off)."""
 
     # ------------------------------------------------------------------ to implement / override
     def build(self) -> None:
@@ -185,11 +199,10 @@ class Phase:
         return config_to_dict(self.cfg)
 
     def _amp(self) -> bool:
-        return bool(getattr(self.pcfg, "amp", True)) and self.device.type == "cuda"
+        return bool(self.pcfg.amp) and self.device.type == "cuda"
 
     def _grad_clip(self) -> float | None:
-        optim = getattr(self.pcfg, "optim", None)
-        return getattr(optim, "grad_clip_value", None) if optim is not None else None
+        return self.pcfg.optim.grad_clip_value if isinstance(self.pcfg, AdamPhaseConfig) else None
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -202,10 +215,19 @@ class _Session:
     resumed_from: str | None = None
     t0: float = field(default_factory=time.perf_counter)
     val_time: float = 0.0
-    last_stats: dict[str, float] = field(default_factory=dict)
+    last_stats: dict[str, Tensor | float] = field(default_factory=dict)
+    """The last step's loss and stats, kept as tensors; converted by :func:`host_stats` when written."""
     last_saved: int = -1
     prev_train_time: float = 0.0
     """Training time (s, without validation) of earlier sessions, from the resumed checkpoint."""
+    last_size: int = 0
+    """Bytes of the last checkpoint written or loaded (the free-space precheck of the next one)."""
+    fallbacks: list[dict[str, str]] = field(default_factory=list)
+    """Corrupt checkpoints skipped at resume (reported in report.json)."""
+    stopped_by: str | None = None
+    """The signal that stopped this session (SIGINT, SIGTERM, SIGUSR2...)."""
+    pace: PaceWatch | None = None
+    """Times the first steps; one warning when a CPU run would take hours (report.json ``cpu_estimate``)."""
 
     def save(self) -> Path:
         p = self.phase
@@ -220,10 +242,12 @@ class _Session:
             "train_time_s": self.train_time(),
         }
         optim_state = p.optimizer.state_dict() if p.optimizer is not None else None
-        keep = int(getattr(p.pcfg, "keep_checkpoints", 2))
+        keep = int(p.pcfg.keep_checkpoints)
+        check_free_space(p.dirs.checkpoints, self.last_size, f"checkpoint step {self.done}")
         path = save_checkpoint(p.dirs.checkpoints, self.done, merge_states(p.modules_to_save()), optim_state, state,
-                               keep)
-        self.last_saved = self.done
+                               keep, needed_bytes=self.last_size)
+        self.last_saved, self.last_size = self.done, dir_size(path)
+        lock.heartbeat(p.run_dir)
         return path
 
     def train_time(self) -> float:
@@ -232,11 +256,13 @@ class _Session:
 
 def _resume(session: _Session) -> None:
     p = session.phase
-    ckpt = latest_checkpoint(p.dirs.checkpoints)
-    if ckpt is None:
+    clean_partial(p.dirs.checkpoints)
+    found = load_latest_valid(p.dirs.checkpoints, map_location=p.device)
+    if found is None:
         p.init()
         return
-    model_state, optim_state, state = load_checkpoint(ckpt, map_location=p.device)
+    ckpt, (model_state, optim_state, state), session.fallbacks = found
+    session.last_size = dir_size(ckpt)
     check_compatible(state.get("config", {}), p.config_dict, p.run_dir)
     p.load_modules(model_state)
     if p.optimizer is not None and optim_state.get("param_groups"):
@@ -254,7 +280,7 @@ def _resume(session: _Session) -> None:
 
 
 def _progress(phase: Phase, start: int):
-    enabled = bool(getattr(phase.pcfg, "progress", True)) and sys.stderr.isatty()
+    enabled = bool(phase.pcfg.progress) and sys.stderr.isatty()
     from tqdm.auto import tqdm
 
     return tqdm(total=phase.max_steps, initial=start, disable=not enabled, desc=phase.name, dynamic_ncols=True,
@@ -278,7 +304,7 @@ def _optimizer_step(phase: Phase, session: _Session, loss: Tensor) -> None:
 
 def _log_scalars(writer: Any, phase: Phase, step: int, out: StepOutput) -> None:
     writer.add_scalar("train/loss", float(out.loss.detach()), step)
-    for key, value in out.stats.items():
+    for key, value in host_stats(out.stats).items():
         writer.add_scalar(f"train/{key}", value, step)
     if phase.optimizer is not None:
         for i, group in enumerate(phase.optimizer.param_groups):
@@ -320,13 +346,32 @@ def _write_report(session: _Session, complete: bool, metrics: dict[str, float]) 
         "structural_hash": structural_hash(p.config_dict),
         "env": environment_info(p.device),
         "metrics": metrics,
-        "last_train_stats": session.last_stats,
+        "last_train_stats": host_stats(session.last_stats),
         "history": p.history,
         "extra": list(p.cfg.extra),
+        "stopped_by": session.stopped_by,
+        "job_id": lock.job_id(),
+        "cpu_estimate": session.pace.estimate if session.pace is not None else None,
+        "checkpoint_fallbacks": session.fallbacks,
         "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_report(p.dirs.report, report)
     return report
+
+
+def _stop(session: _Session, stop: StopSignals, writer: Any, bar: Any) -> None:
+    """Save a checkpoint and an incomplete report, hand the signal on (submitit requeues), raise the stop error."""
+    bar.close()
+    stop.saving = True  # a second signal from here on is logged and ignored
+    session.stopped_by = stop.received.name if stop.received is not None else None
+    try:
+        path = session.save()
+        _write_report(session, complete=False, metrics={})
+        writer.close()
+    finally:
+        stop.restore()
+    stop.chain()
+    raise stop.error(f"interrupted at step {session.done}; checkpoint saved to {path}; re-run the same command to resume")
 
 
 def train(phase: Phase) -> dict[str, Any]:
@@ -334,6 +379,8 @@ def train(phase: Phase) -> dict[str, Any]:
 
     Raises:
         TrainingInterrupted: Ctrl-C (a checkpoint of the completed steps was saved first).
+        TrainingPreempted: SIGTERM or the preemption signal (likewise; under submitit its requeue runs instead).
+        DiskFullError: No space for a checkpoint, video or report (older checkpoints stay intact).
         NonFiniteLossError: NaN/inf loss (the last good state was saved first).
         CheckpointError: The run dir holds an incompatible or corrupt checkpoint.
     """
@@ -344,14 +391,17 @@ def train(phase: Phase) -> dict[str, Any]:
     phase.build()
     amp = phase._amp()
     session = _Session(phase, torch.amp.GradScaler("cuda", enabled=amp))
+    phase.grad_scaler = session.scaler  # e.g. the static phase's sds_balance=original reads its scale
     _resume(session)
     phase.dirs.config.write_text(OmegaConf.to_yaml(OmegaConf.create(phase.config_dict)))
     interval = max(1, int(phase.cfg.render.update_interval))
-    log_every = max(1, int(getattr(phase.pcfg, "log_every", 10)))
-    ckpt_every = int(getattr(phase.pcfg, "checkpoint_every", 0))
-    val_every = int(getattr(phase.pcfg, "val_every", 0))
+    log_every = max(1, int(phase.pcfg.log_every))
+    ckpt_every = int(phase.pcfg.checkpoint_every)
+    val_every = int(phase.pcfg.val_every)
     writer = SummaryWriter(log_dir=str(phase.dirs.tb))
     bar = _progress(phase, session.done)
+    session.pace = PaceWatch(phase.name, phase.device, session.start_step, phase.max_steps)
+    stop = StopSignals().install()  # SIGINT / SIGTERM / preemption only set a flag, read at the step boundary
     try:
         for step in range(session.start_step, phase.max_steps):
             if step % interval == 0:
@@ -368,28 +418,31 @@ def train(phase: Phase) -> dict[str, Any]:
             _optimizer_step(phase, session, out.loss)
             phase.after_step(step)
             session.done = step + 1
-            session.last_stats = {"loss": float(out.loss.detach()), **out.stats}
+            session.last_stats = {"loss": out.loss.detach(), **out.stats}
             if session.done % log_every == 0 or session.done == phase.max_steps:
                 _log_scalars(writer, phase, session.done, out)
                 bar.set_postfix(loss=f"{float(out.loss.detach()):.4g}", refresh=False)
             bar.update(1)
+            session.pace.step(session.done)
+            if stop.requested:
+                break
             if ckpt_every > 0 and session.done % ckpt_every == 0:
                 session.save()
             if val_every > 0 and session.done % val_every == 0 and session.done < phase.max_steps:
                 _validate(phase, session, writer, session.done)
-    except KeyboardInterrupt as exc:
-        bar.close()
-        path = session.save()
-        _write_report(session, complete=False, metrics={})
-        writer.close()
-        raise TrainingInterrupted(
-            f"interrupted at step {session.done}; checkpoint saved to {path}; re-run the same command to resume"
-        ) from exc
+    except KeyboardInterrupt:  # raised by a phase, or SIGINT outside the main thread
+        stop.received = stop.received or signal.SIGINT
+    finally:
+        if not stop.requested:
+            stop.restore()
+    if stop.requested:
+        _stop(session, stop, writer, bar)
     bar.close()
     if session.last_saved != session.done or latest_checkpoint(phase.dirs.checkpoints) is None:
         session.save()
     t = time.perf_counter()
-    metrics = phase.final(session.done)
+    with disk_full_guard(f"the final renders of {phase.name}", phase.dirs.root, cleanup=[phase.dirs.videos]):
+        metrics = phase.final(session.done)
     session.val_time += time.perf_counter() - t
     for key, value in metrics.items():
         if isinstance(value, (int, float)) and math.isfinite(value):

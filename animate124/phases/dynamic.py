@@ -19,7 +19,7 @@ One step (``step`` 0-based; every ``known_interval``-th step is a reference step
   field call, then the video prior(s) (``guidance.video.kind``: text → ``guidance.video``, image →
   ``guidance.image_video``, both) and, when the clip starts at τ = 0, Zero-1-to-3 SDS on frame 0;
 * every step: opacity entropy, orientation and 2D normal smoothness (when normals were rendered) and
-  ``lambda_time_tv``·temporal TV of the keyframe tables. The base loop adds fp16 autocast + GradScaler on CUDA,
+  ``lambda_time_tv``·per-level temporal smoothness of the field. The base loop adds fp16 autocast + GradScaler on CUDA,
   value clipping (``optim.grad_clip_value`` = 1.0) and occupancy refreshes every ``render.update_interval`` steps.
 
 Validation (every ``val_every`` steps and at the end): ``<run_dir>/dynamic/videos/step_NNNNNNN_fixed.mp4`` (the
@@ -27,84 +27,88 @@ reference view while τ runs over [0, 1]) and ``step_NNNNNNN_orbit.mp4`` (τ ove
 at ``val_elevation``), ``val_frames`` frames of ``val_size`` (rounded up to a multiple of 16) at ``val_fps``, plus the
 reference-view PSNR at τ = 0.
 
-Subclasses (the refine phase) add guidance terms through :meth:`DynamicPhase.extra_sds`.
+Subclasses (the refine phase) add guidance terms through :meth:`DynamicPhase.extra_sds`, which gets the clip's
+cameras, times and :class:`~animate124.types.RenderRequest`. The reference step, regularisers, shading and the
+reference PSNR are :class:`~animate124.phases.generation.GenerationPhase`'s.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from animate124 import losses as L
 from animate124.config.guidance import VideoPriorKind
+from animate124.config.phases import DynamicPhaseConfig
 from animate124.config.schema import FieldConfig
 from animate124.data.time import Clip, ClipSampler, validation_times
-from animate124.errors import CheckpointError, InputError
-from animate124.fields import build_field, init_dynamic_from_static, load_field_state
+from animate124.errors import InputError
+from animate124.fields import build_field, init_dynamic_from_static, level_weights, load_field_state
 from animate124.guidance.base import GuidanceTerm
-from animate124.io.checkpoint import STATE_FILE, latest_checkpoint, load_checkpoint, split_state
-from animate124.phases.base import Phase, StepOutput
-from animate124.phases.static import REF_AZIMUTH, REF_ELEVATION, REF_RADIUS, StaticPhase
-from animate124.render.cameras import Cameras, moving_trajectory, orbit, reference_camera
-from animate124.types import GuidanceContext, RenderOutput
+from animate124.io.checkpoint import load_checkpoint, split_state
+from animate124.io.handoff import find_checkpoint
+from animate124.phases.generation import REF_AZIMUTH, REF_ELEVATION, REF_RADIUS, GenerationPhase, Stats, StepResult
+from animate124.render.cameras import Cameras, moving_trajectory, orbit
+from animate124.types import GuidanceContext, RenderOutput, RenderRequest
 
 log = logging.getLogger(__name__)
 
 MISSING_STATIC = "no static checkpoint in {run_dir}; run phase=static first or pass init_from=PATH"
 
 
-def find_init_checkpoint(run_dir: Path, init_from: Optional[str], source_phase: str = "static") -> Path:
-    """The checkpoint a fresh dynamic run starts from.
+def find_init_checkpoint(run_dir: Path, init_from: Optional[str], source_phase: str = "static",
+                         missing: str = MISSING_STATIC) -> Path:
+    """The checkpoint a fresh dynamic (or refine) run starts from: :func:`animate124.io.handoff.find_checkpoint`.
 
     Args:
         run_dir: the run directory.
         init_from: ``init_from=`` (a step folder, a checkpoints folder, a phase folder or a run dir), or None.
         source_phase: the phase whose latest checkpoint is used when ``init_from`` is None.
+        missing: the error message when the run dir has none (``{run_dir}`` is filled in).
 
     Raises:
         CheckpointError: nothing found (the message names the missing phase and both fixes).
     """
-    if init_from:
-        p = Path(init_from).expanduser()
-        if (p / STATE_FILE).is_file():
-            return p
-        for cand in (p, p / "checkpoints", p / source_phase / "checkpoints"):
-            found = latest_checkpoint(cand)
-            if found is not None:
-                return found
-        raise CheckpointError(f"init_from={init_from} holds no checkpoint (no step-NNNNNNN/state.json); pass a "
-                              f"checkpoint folder or a run dir with {source_phase}/checkpoints")
-    found = latest_checkpoint(run_dir / source_phase / "checkpoints")
-    if found is None:
-        raise CheckpointError(MISSING_STATIC.format(run_dir=run_dir))
-    return found
+    return find_checkpoint(run_dir, (source_phase,), init_from, missing=missing)[0]
 
 
-def _field_config(saved: dict[str, Any], fallback: FieldConfig) -> FieldConfig:
-    """The FieldConfig a checkpoint was written with (its resolved config), else ``fallback``."""
+def checkpoint_field_config(saved: dict[str, Any], fallback: FieldConfig) -> FieldConfig:
+    """The FieldConfig a checkpoint was written with (its resolved config, validated like any config), else
+    ``fallback``."""
+    from animate124.exporting.scene import typed_config
+
     values = (saved.get("config") or {}).get("field")
-    if not values:
-        return fallback
-    known = {k: v for k, v in values.items() if k in FieldConfig.__dataclass_fields__}
-    return FieldConfig(**known)
+    return typed_config(FieldConfig, values) if values else fallback
 
 
-class DynamicPhase(Phase):
+@dataclass
+class ClipRender:
+    """What the clip of an SDS step was rendered with: a second render (refine's frozen copy) repeats it."""
+
+    cameras: Cameras
+    """F per-frame cameras."""
+    times: Tensor
+    """[1, F] scene times."""
+    request: RenderRequest
+    """Background, shading, ambient, light and perturb."""
+
+
+class DynamicPhase(GenerationPhase):
     """The dynamic coarse stage; see the module docstring."""
 
     name = "dynamic"
+    dynamic = True
+    pcfg: DynamicPhaseConfig
 
     # ------------------------------------------------------------------ build / init
     def build(self) -> None:
         cfg, p = self.cfg, self.pcfg
-        # inputs, reference views, field, occupancy (time_slots), renderer and Adam: the same set-up as the static phase
-        ref = StaticPhase.build_scene(self, dynamic=True)  # type: ignore[arg-type]
+        ref = self.build_scene()
         self.sampler = ClipSampler(p.num_frames, p.clip.precision, p.clip.start_zero_rate, p.clip.end_one_rate,
                                    p.clip.max_stride)
         self.video_terms = self._video_terms(ref)
@@ -145,7 +149,7 @@ class DynamicPhase(Phase):
         field_state = split_state(model_state, "field")
         emb = field_state.get("encoding.embeddings")
         if state.get("phase") == "static" or (emb is not None and emb.shape[0] == 1):
-            static = build_field(_field_config(state, self.cfg.field), dynamic=False).to(self.device)
+            static = build_field(checkpoint_field_config(state, self.cfg.field), dynamic=False).to(self.device)
             load_field_state(static, field_state)
             dyn = init_dynamic_from_static(static, self.cfg.field)
             load_field_state(self.field, dyn.state_dict())
@@ -167,68 +171,38 @@ class DynamicPhase(Phase):
         """Every known_interval-th step (spec §7.1; the dynamic stages have no known_iters warm-up)."""
         return step % max(1, int(self.pcfg.known_interval)) == 0 or not (self.video_terms or self.zero123)
 
-    def shading(self) -> tuple[str, float]:
-        """(shading mode, ambient ratio) of an SDS step: a ~ U(ambient_min, 1); textureless w.p. textureless_rate."""
-        p = self.pcfg
-        ambient = p.ambient_min + (1.0 - p.ambient_min) * float(torch.rand(()))
-        return ("textureless" if float(torch.rand(())) < p.textureless_rate else "lambertian"), ambient
-
-    def train_step(self, step: int) -> StepOutput:
-        if self.is_reference_step(step):
-            out, loss, stats = self._reference_step()
-        else:
-            out, loss, stats = self._sds_step(step)
-        reg, reg_stats = self._regularisers(step, out)
-        stats.update(reg_stats)
-        return StepOutput(loss + reg, stats)
-
-    def _reference_step(self) -> tuple[RenderOutput, Tensor, dict[str, float]]:
-        p, ref, dev = self.pcfg, self.ref, self.device
-        cams = reference_camera(p.ref_size, REF_RADIUS, p.fovy, dev)
-        out = self.renderer.render(cams, torch.zeros(1, 1, device=dev), background=torch.ones(3, device=dev),
-                                   shading="albedo")
-        rgb = out.rgb[0, 0].float().permute(2, 0, 1)          # [3, H, W]
-        opacity = out.opacity[0, 0].float().permute(2, 0, 1)  # [1, H, W]
-        l_rgb, l_mask = L.masked_rgb_loss(rgb, ref.rgb, ref.mask), L.mask_loss(opacity, ref.mask)
-        loss = p.lambda_rgb * l_rgb + p.lambda_mask * l_mask
-        stats = {"ref/rgb": float(l_rgb.detach()), "ref/mask": float(l_mask.detach()), "ref_step": 1.0}
-        if ref.depth is not None and p.lambda_depth > 0:
-            l_depth = L.depth_pearson_loss(out.depth[0, 0].float().permute(2, 0, 1), ref.depth, ref.mask)
-            loss = loss + p.lambda_depth * l_depth
-            stats["ref/depth"] = float(l_depth.detach())
-        return out, loss, stats
-
     def sample_clip(self) -> tuple[Clip, Cameras, GuidanceContext, bool]:
         """Times, per-frame cameras and the guidance context of one training clip (B = 1)."""
         p, dev = self.pcfg, self.device
         clip = self.sampler.sample()
         f = p.num_frames
+        v = p.views
         elev, azim, rad, moving = moving_trajectory(f, None, p.dynamic_cam_rate, p.cam_delta_elevation,
-                                                    p.cam_delta_azimuth, uniform_sphere_rate=p.uniform_sphere_rate,
-                                                    elevation_range=tuple(p.elevation_range))
-        cams = Cameras.from_spherical(elev, azim, rad, p.render_size, p.fovy).to(dev)
+                                                    p.cam_delta_azimuth, uniform_sphere_rate=v.uniform_sphere_rate,
+                                                    elevation_range=tuple(v.elevation_range))
+        cams = Cameras.from_spherical(elev, azim, rad, p.render_size, v.fovy).to(dev)
         ctx = GuidanceContext(step=0, elevation=elev.view(1, f), azimuth=azim.view(1, f), radius=rad.view(1, f),
                               ref_elevation=REF_ELEVATION, ref_azimuth=REF_AZIMUTH, ref_radius=REF_RADIUS,
                               times=clip.times.view(1, f), fixed_camera=not moving,
                               start_from_zero=clip.start_from_zero)
         return clip, cams, ctx, moving
 
-    def _sds_step(self, step: int) -> tuple[RenderOutput, Tensor, dict[str, float]]:
+    def sds_step(self, step: int) -> StepResult:
         dev = self.device
         clip, cams, ctx, moving = self.sample_clip()
         ctx.step = step
-        shading, ambient = self.shading()
+        shading, ambient = self.random_shading()
         light = cams.origins + torch.randn(3, device=dev)  # one random vector per step, added to every frame's origin
         light = light / light.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        background = torch.rand(3, device=dev)
-        times = clip.times.view(1, -1).to(dev)
-        out = self.renderer.render(cams, times, background=background, shading=shading, ambient=ambient,
-                                   light_dir=light.view(1, -1, 3))
+        request = RenderRequest(background=torch.rand(3, device=dev), shading=shading, ambient=ambient,
+                                light_dir=light.view(1, -1, 3))
+        clip_render = ClipRender(cams, clip.times.view(1, -1).to(dev), request)
+        out = self.renderer.render(cams, clip_render.times, **request.kwargs())
         images = out.images().float().clamp(0.0, 1.0)  # [1, F, 3, H, W]: all frames from ONE field call
         loss = images.new_zeros(())
-        stats: dict[str, float] = {"ref_step": 0.0, "ambient": ambient, "clip/start0": float(clip.start_from_zero),
-                                   "clip/end1": float(clip.end_at_one), "clip/stride": float(clip.stride),
-                                   "clip/moving": float(moving)}
+        stats: Stats = {"ref_step": 0.0, "ambient": ambient, "clip/start0": float(clip.start_from_zero),
+                        "clip/end1": float(clip.end_at_one), "clip/stride": float(clip.stride),
+                        "clip/moving": float(moving)}
         for term in self.video_terms:
             g = term(images, ctx)
             loss = loss + g.loss
@@ -237,23 +211,24 @@ class DynamicPhase(Phase):
             g = self.zero123(images[:, :1], ctx)
             loss = loss + g.loss
             stats.update(g.stats)
-        extra, extra_stats = self.extra_sds(step, images, ctx, out)
+        extra, extra_stats = self.extra_sds(step, images, ctx, clip_render)
         stats.update(extra_stats)
         return out, loss + extra, stats
 
     def extra_sds(self, step: int, images: Tensor, ctx: GuidanceContext,
-                  out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
+                  clip: ClipRender) -> tuple[Tensor, Stats]:
         """Hook for subclasses: more SDS terms on the clip (the refine phase's ControlNet). Default: none."""
         return images.new_zeros(()), {}
 
-    def _regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
-        """The static phase's regularisers (same config names: entropy, orientation, normal TV / blur) plus
-        ``lambda_time_tv``·temporal TV of the keyframe tables."""
-        loss, stats = StaticPhase._regularisers(self, step, out)  # type: ignore[arg-type]
+    def regularisers(self, step: int, out: RenderOutput) -> tuple[Tensor, Stats]:
+        """The generation phases' regularisers plus ``lambda_time_tv``·the field's per-level temporal smoothness
+        (weights ``time_tv_level_decay^ℓ``)."""
+        loss, stats = super().regularisers(step, out)
         if self.pcfg.lambda_time_tv > 0:
-            ttv = self.field.tv_loss().float()
+            weights = level_weights(self.field.cfg.num_levels, self.pcfg.time_tv_level_decay)
+            ttv = self.field.time_smoothness(weights).float()
             loss = loss + self.pcfg.lambda_time_tv * ttv
-            stats["reg/time_tv"] = float(ttv.detach())
+            stats["reg/time_tv"] = ttv.detach()
         return loss, stats
 
     # ------------------------------------------------------------------ evaluation
@@ -266,9 +241,9 @@ class DynamicPhase(Phase):
         n, size = int(p.val_frames), int(math.ceil(max(16, int(p.val_size)) / 16) * 16)
         times = validation_times(n).view(1, n).to(dev)
         white = torch.ones(3, device=dev)
-        fixed = Cameras.from_spherical(torch.zeros(n), torch.zeros(n), REF_RADIUS, size, p.fovy).to(dev)
+        fixed = Cameras.from_spherical(torch.zeros(n), torch.zeros(n), REF_RADIUS, size, p.views.fovy).to(dev)
         elev, azim, rad = orbit(n, p.val_elevation, REF_RADIUS)
-        orbiting = Cameras.from_spherical(elev, azim, rad, size, p.fovy).to(dev)
+        orbiting = Cameras.from_spherical(elev, azim, rad, size, p.views.fovy).to(dev)
         paths = {}
         for tag, cams in (("fixed", fixed), ("orbit", orbiting)):
             rgb = self.renderer.render_image(cams, times, background=white).rgb[0]  # [n, H, W, 3]
@@ -277,21 +252,11 @@ class DynamicPhase(Phase):
 
     @torch.no_grad()
     def _evaluate(self, step: int) -> dict[str, float]:
-        p, dev = self.pcfg, self.device
         self.render_videos(step)
-        cams = reference_camera(p.ref_size, REF_RADIUS, p.fovy, dev)
-        pred = self.renderer.render_image(cams, torch.zeros(1, 1, device=dev), background=torch.ones(3, device=dev))
-        mse = F.mse_loss(pred.rgb[0, 0].permute(2, 0, 1).float(), self.ref.rgb.float().cpu()).item()
-        return {"ref_psnr": -10.0 * math.log10(max(mse, 1e-12)), "ref_mse": mse}
-
-    def validate(self, step: int) -> dict[str, float]:
-        return self._evaluate(step)
-
-    def final(self, step: int) -> dict[str, float]:
-        return self._evaluate(step)
+        return self.reference_psnr()[1]
 
     def extra_state(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "init_checkpoint": getattr(self, "init_checkpoint", None)}
+        return {**super().extra_state(), "init_checkpoint": getattr(self, "init_checkpoint", None)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.init_checkpoint = state.get("init_checkpoint")

@@ -3,14 +3,23 @@
 Each step draws ``batch_rays`` random pixels of random training frames. Every ray is composited on a random
 background colour with the ground-truth alpha (gt·α + bg·(1−α)) and rendered on the same colour: with a fixed white
 background the field can explain white pixels by white haze anywhere, which hides the object in novel views.
-The end-of-phase evaluation renders the test split on white and reports its mean PSNR (``metrics.test_psnr``).
+The loss adds the field's per-level temporal regulariser (``lambda_time_tv``·decay^ℓ per level ℓ;
+:meth:`animate124.fields.GridField.time_smoothness`), so that the field generalises to times between the training
+times.
+
+Validation (every ``val_every`` steps) renders VALIDATION frames only: the dataset's val split, or ``val_holdout``
+training frames held out of training when it has none. The best val step is reported (``metrics.best_step``) and,
+with ``keep_best``, its field is kept in ``<phase>/best/`` and evaluated at the end. Test frames never choose the
+model: they are rendered at the end (and, with ``curve_test_frames``, for the report's curve only). The final
+report states train, val and test PSNR on white (``metrics.{train,val,test}_psnr``).
 
 Example:
-    python -m animate124.run phase=fit data.path=outputs/blobs/data field=small render=fast
+    python -m animate124.run phase=fit field=fit_cpu render=fit_cpu data.path=outputs/blobs/data
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -22,25 +31,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from animate124 import ops
 from animate124.data.dnerf import DNeRFSplit, load_dnerf
 from animate124.errors import CheckpointError, InputError
-from animate124.fields import build_field, load_field_state
-from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, split_state
+from animate124.fields import build_field, level_weights, load_field_state
+from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, merge_states, save_checkpoint, split_state
+from animate124.io.handoff import find_checkpoint
+from animate124.metrics.image import psnr, psnr_from_mse
 from animate124.phases.base import Phase, StepOutput
-from animate124.render.cameras import Cameras
-from animate124.render.occupancy import OccupancyGrid
+from animate124.render.cameras import Cameras, fp32_geometry
+from animate124.render.occupancy import OccupancyGrid, carve_occupancy
 from animate124.render.volume import VolumeRenderer
 
 log = logging.getLogger(__name__)
 
 
-def psnr(pred: Tensor, target: Tensor) -> float:
-    """Peak signal-to-noise ratio (dB) of images in [0, 1]: −10·log10(MSE)."""
-    mse = float(F.mse_loss(pred.float(), target.float()))
-    return -10.0 * math.log10(max(mse, 1e-12))
-
-
+@fp32_geometry  # float32 rays under AMP (an fp16 einsum would give fp16 directions next to fp32 origins)
 def pixel_rays(split: DNeRFSplit, frame: Tensor, pixel: Tensor) -> tuple[Tensor, Tensor]:
     """Rays through pixel centres of the given frames (same convention as ``render.cameras.get_rays``).
 
@@ -60,43 +65,6 @@ def pixel_rays(split: DNeRFSplit, frame: Tensor, pixel: Tensor) -> tuple[Tensor,
     return c2w[:, :3, 3], dirs / dirs.norm(dim=-1, keepdim=True)
 
 
-@torch.no_grad()
-def carve_occupancy(occupancy: OccupancyGrid, data: DNeRFSplit, alpha_thresh: float = 0.01) -> Tensor:
-    """Visual-hull bound of each time slot from the training alphas: [S, R³/8] uint8 bitfield (Morton order).
-
-    A cell is carved from slot s when some training view whose time lies in slot s projects the cell centre onto a
-    pixel whose alpha, max-pooled over about one cell's footprint, is below ``alpha_thresh``. Each view only knows
-    its own time, so the result is then dilated by one slot on each side (motion within a slot).
-
-    Args:
-        occupancy: The grid (its resolution, slots and bound are used; nothing is modified).
-        data: Training split.
-        alpha_thresh: Alpha below which a pixel is empty.
-    """
-    n_cells, slots = occupancy.n_cells, occupancy.time_slots
-    centres = occupancy.cell_centres(torch.arange(n_cells, device=occupancy.grid.device)).cpu()  # [R³, 3]
-    keep = torch.ones(slots, n_cells, dtype=torch.bool)
-    view_slots = occupancy.slots_of(data.times)
-    for k in range(len(data)):
-        c2w = data.c2w[k]
-        cam = (centres - c2w[:3, 3]) @ c2w[:3, :3]  # world → camera (OpenGL: the camera looks down −z)
-        depth = -cam[:, 2]
-        # pool over the projected half-diagonal of a cell at the nearest depth the object can have (|o| − bound)
-        near = max(float(c2w[:3, 3].norm()) - occupancy.bound, 0.5 * float(c2w[:3, 3].norm()))
-        radius = int(math.ceil(0.5 * math.sqrt(3.0) * occupancy.cell_size * data.focal / near))
-        alpha = F.max_pool2d(data.alphas[k, None, :, :, 0], 2 * radius + 1, stride=1, padding=radius)[0]
-        col = cam[:, 0] / depth.clamp_min(1e-6) * data.focal + 0.5 * data.width
-        row = -cam[:, 1] / depth.clamp_min(1e-6) * data.focal + 0.5 * data.height
-        inside = (depth > 0) & (col >= 0) & (col < data.width) & (row >= 0) & (row < data.height)
-        ci, ri = col.long().clamp(0, data.width - 1), row.long().clamp(0, data.height - 1)
-        empty = inside & (alpha[ri, ci] < alpha_thresh)
-        keep[int(view_slots[k])] &= ~empty
-    dilated = keep.clone()
-    dilated[1:] |= keep[:-1]
-    dilated[:-1] |= keep[1:]
-    return ops.packbits(dilated.float().to(occupancy.grid.device), 0.5)
-
-
 class FitPhase(Phase):
     """Fit the dynamic field to multi-view video with an MSE loss on random-background rays."""
 
@@ -109,15 +77,14 @@ class FitPhase(Phase):
                              "python -m animate124.data.synthetic out=DIR)")
         if p.batch_rays < 1:
             raise InputError(f"phase.batch_rays must be >= 1 (got {p.batch_rays})")
-        self.train_data = load_dnerf(cfg.data.path, "train", cfg.data.downscale, cfg.data.scale)
+        self.train_data, self.val_data, self.val_source = load_fit_splits(cfg.data, p.val_holdout)
         self.test_data = load_dnerf(cfg.data.path, "test", cfg.data.downscale, cfg.data.scale)
         self.field = build_field(cfg.field, dynamic=True).to(self.device)
-        self.occupancy = OccupancyGrid(
-            resolution=cfg.render.grid_resolution, time_slots=p.time_slots, bound=cfg.field.bound,
-            decay=cfg.render.occupancy_decay,
-            density_thresh=cfg.render.density_thresh if p.occupancy_thresh is None else p.occupancy_thresh,
-            update_fraction=cfg.render.update_fraction,
-        ).to(self.device)
+        self.time_weights = [p.lambda_time_tv * w for w in level_weights(cfg.field.num_levels, p.time_tv_level_decay)]
+        self.best: dict[str, float] = {}
+        """``step`` and ``val_psnr`` of the best validation so far (restored on resume)."""
+        self.occupancy = OccupancyGrid.from_config(cfg.render, p.time_slots, cfg.field.bound,
+                                                   density_thresh=p.occupancy_thresh).to(self.device)
         self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render)
         self.hull: Tensor | None = None
         if p.carve_occupancy:
@@ -126,8 +93,9 @@ class FitPhase(Phase):
         self.optimizer = torch.optim.Adam(self.field.param_groups(p.optim.lr, p.optim.grid_lr_scale),
                                           betas=tuple(p.optim.betas), eps=p.optim.eps)
         self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        log.info("fit: %d train / %d test frames of %dx%d from %s", len(self.train_data), len(self.test_data),
-                 self.train_data.height, self.train_data.width, cfg.data.path)
+        log.info("fit: %d train / %d val (%s) / %d test frames of %dx%d from %s", len(self.train_data),
+                 len(self.val_data), self.val_source, len(self.test_data), self.train_data.height, self.train_data.width,
+                 cfg.data.path)
 
     def init(self) -> None:
         """Fresh start: load the field of ``init_from`` when given.
@@ -137,12 +105,7 @@ class FitPhase(Phase):
         """
         if not self.cfg.init_from:
             return
-        path = Path(self.cfg.init_from)
-        ckpt = path if (path / "state.json").is_file() else (
-            latest_checkpoint(path / "checkpoints") or latest_checkpoint(path))
-        if ckpt is None:
-            raise CheckpointError(f"init_from={path} holds no checkpoint; pass a checkpoints/step-NNNNNNN folder "
-                                  "or a phase folder with checkpoints/")
+        ckpt, _ = find_checkpoint(self.run_dir, ("fit",), init_from=self.cfg.init_from)
         # only the field: the occupancy grid is re-derived (visual hull + refreshes) and may have other slots
         load_field_state(self.field, split_state(load_checkpoint(ckpt, map_location=self.device)[0], "field"))
         log.info("fit: initialised from %s", ckpt)
@@ -176,21 +139,21 @@ class FitPhase(Phase):
         target = data.composite(bg, flat)
         out = self.renderer.render_rays(rays_o.to(dev), rays_d.to(dev), data.times[frame].to(dev), bg.to(dev),
                                         perturb=True)
-        loss = F.mse_loss(out.rgb.float(), target.to(dev))
-        return StepOutput(loss, {"psnr": -10.0 * math.log10(max(float(loss.detach()), 1e-12)),
-                                 "samples_per_ray": out.sample_weights.numel() / p.batch_rays})
+        mse = F.mse_loss(out.rgb.float(), target.to(dev))
+        stats = {"psnr": psnr_from_mse(float(mse.detach())),
+                 "samples_per_ray": out.sample_weights.numel() / p.batch_rays}
+        loss = mse
+        if p.lambda_time_tv > 0:
+            reg = self.field.time_smoothness(self.time_weights, p.time_smooth_points, p.time_smooth_dt).float()
+            loss = loss + reg
+            stats["reg/time_smooth"] = reg.detach()
+        return StepOutput(loss, stats)
 
     # ------------------------------------------------------------------ evaluation
-    def _test_frames(self, limit: int | None) -> list[int]:
-        n = len(self.test_data)
-        if limit is None or limit >= n:
-            return list(range(n))
-        return np.linspace(0, n - 1, max(1, limit)).round().astype(int).tolist()
-
-    def _render_test(self, frames: list[int]) -> tuple[Tensor, Tensor]:
-        """Render test frames at ``eval_size`` (or the dataset size) on white (black if ``data.white_background`` is
-        false): predictions and targets [n, H, W, 3]."""
-        data, size = self.test_data, self.pcfg.eval_size
+    def _render(self, data: DNeRFSplit, frames: list[int]) -> tuple[Tensor, Tensor]:
+        """Render frames of a split at ``eval_size`` (or the dataset size) on white (black if
+        ``data.white_background`` is false): predictions and targets [n, H, W, 3]."""
+        size = self.pcfg.eval_size
         idx = torch.tensor(frames)
         cams = Cameras(data.c2w[idx], torch.full((len(frames),), data.fovy), data.height, data.width)
         white = bool(self.cfg.data.white_background)
@@ -207,24 +170,102 @@ class FitPhase(Phase):
         self.field.train()
         return torch.stack(preds).clamp(0, 1).cpu(), target
 
+    def _render_test(self, frames: list[int]) -> tuple[Tensor, Tensor]:
+        """Test frames: predictions and targets [n, H, W, 3] (see :meth:`_render`)."""
+        return self._render(self.test_data, frames)
+
+    def _test_frames(self, limit: int | None) -> list[int]:
+        return spread_frames(len(self.test_data), limit)
+
+    def _save_best(self, step: int, value: float) -> None:
+        self.best = {"step": step, "val_psnr": value}
+        if self.pcfg.keep_best:
+            mods = {"field": self.field, "occupancy": self.occupancy}
+            save_checkpoint(self.dirs.root / "best", step, merge_states(mods), None, {"best": self.best}, keep=1)
+
     def validate(self, step: int) -> dict[str, float]:
-        pred, target = self._render_test(self._test_frames(self.pcfg.val_max_frames))
-        value = psnr(pred, target)
-        log.info("fit: step %d test PSNR %.2f dB (%d frames)", step, value, pred.shape[0])
-        return {"test_psnr": value}
+        pred, target = self._render(self.val_data, spread_frames(len(self.val_data), self.pcfg.val_max_frames))
+        metrics = {"val_psnr": psnr(pred, target)}
+        if metrics["val_psnr"] > self.best.get("val_psnr", -math.inf):
+            self._save_best(step, metrics["val_psnr"])
+        if self.pcfg.curve_test_frames > 0:  # reported only: never compared, never selects
+            metrics["test_psnr"] = psnr(*self._render_test(self._test_frames(self.pcfg.curve_test_frames)))
+        log.info("fit: step %d val PSNR %.2f dB (best %.2f at step %d)%s", step, metrics["val_psnr"],
+                 self.best["val_psnr"], self.best["step"],
+                 f", test {metrics['test_psnr']:.2f} dB (not used)" if "test_psnr" in metrics else "")
+        return metrics
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.best = dict(state.get("best", {}))
+
+    def _load_best(self, step: int) -> int:
+        """With ``keep_best``: load the best val step's field (and occupancy); returns the evaluated step."""
+        self.validate(step)  # the last state competes too (validate() is not called at the last step)
+        if not self.pcfg.keep_best or int(self.best["step"]) == step:
+            return step
+        ckpt = latest_checkpoint(self.dirs.root / "best")
+        if ckpt is None:
+            raise CheckpointError(f"phase.keep_best=true but {self.dirs.root / 'best'} holds no checkpoint; re-run "
+                                  "the phase from scratch (delete its folder) to keep the best step")
+        state = load_checkpoint(ckpt, map_location=self.device)[0]
+        load_field_state(self.field, split_state(state, "field"))
+        self.occupancy.load_state_dict(split_state(state, "occupancy"))
+        log.info("fit: evaluating the best val step %d (%s)", int(self.best["step"]), ckpt)
+        return int(self.best["step"])
 
     def final(self, step: int) -> dict[str, Any]:
-        frames = self._test_frames(self.pcfg.eval_max_frames)
+        p = self.pcfg
+        evaluated = self._load_best(step)
+        frames = self._test_frames(p.eval_max_frames)
         pred, target = self._render_test(frames)
         per_frame = [psnr(pred[k], target[k]) for k in range(len(frames))]
         self.dirs.val.mkdir(parents=True, exist_ok=True)
-        for k in range(min(len(frames), self.pcfg.save_val_images)):
+        for k in range(min(len(frames), p.save_val_images)):
             pair = torch.cat([target[k], pred[k]], dim=1)  # ground truth | prediction
             iio.imwrite(self.dirs.val / f"test_{frames[k]:03d}.png", (pair.numpy() * 255 + 0.5).astype(np.uint8))
+        val_pred, val_target = self._render(self.val_data, list(range(len(self.val_data))))
+        train_frames = spread_frames(len(self.train_data), max(1, p.eval_train_frames))
         metrics = {"test_psnr": psnr(pred, target), "test_psnr_mean_of_frames": float(np.mean(per_frame)),
-                   "test_frames": len(frames), "occupancy_ratio": self.occupancy.occupancy_ratio()}
-        log.info("fit: final test PSNR %.2f dB over %d frames", metrics["test_psnr"], len(frames))
+                   "val_psnr": psnr(val_pred, val_target),
+                   "train_psnr": psnr(*self._render(self.train_data, train_frames)),
+                   "test_frames": len(frames), "val_frames": len(self.val_data), "val_source": self.val_source,
+                   "best_step": int(self.best["step"]), "best_val_psnr": float(self.best["val_psnr"]),
+                   "evaluated_step": evaluated, "occupancy_ratio": self.occupancy.occupancy_ratio()}
+        log.info("fit: step %d: train %.2f / val %.2f / test %.2f dB (best val step %d)", evaluated,
+                 metrics["train_psnr"], metrics["val_psnr"], metrics["test_psnr"], metrics["best_step"])
         return metrics
+
+
+def spread_frames(n: int, limit: int | None) -> list[int]:
+    """``limit`` frame indices spread evenly over ``n`` frames (all when ``limit`` is None or ≥ n)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return np.linspace(0, n - 1, max(1, limit)).round().astype(int).tolist()
+
+
+def subset(split: DNeRFSplit, index: list[int]) -> DNeRFSplit:
+    """The frames ``index`` of a split."""
+    idx = torch.tensor(index, dtype=torch.long)
+    return dataclasses.replace(split, images=split.images[idx], alphas=split.alphas[idx], c2w=split.c2w[idx],
+                               times=split.times[idx])
+
+
+def load_fit_splits(data_cfg: Any, holdout: int) -> tuple[DNeRFSplit, DNeRFSplit, str]:
+    """Train and validation splits: the dataset's val split when it has one (``"val split"``), else ``holdout``
+    evenly spaced training frames held out of training (``"held-out train frames"``)."""
+    train = load_dnerf(data_cfg.path, "train", data_cfg.downscale, data_cfg.scale)
+    if (Path(data_cfg.path) / "transforms_val.json").is_file():
+        return train, load_dnerf(data_cfg.path, "val", data_cfg.downscale, data_cfg.scale), "val split"
+    if holdout < 1 or holdout >= len(train):
+        raise InputError(f"{data_cfg.path} has no val split and phase.val_holdout={holdout} cannot hold out frames "
+                         f"of its {len(train)} training frames; pass 1 <= phase.val_holdout < {len(train)}")
+    held = spread_frames(len(train), holdout)
+    rest = [k for k in range(len(train)) if k not in set(held)]
+    log.info("fit: no val split in %s: holding out training frames %s as validation", data_cfg.path, held)
+    return subset(train, rest), subset(train, held), "held-out train frames"
 
 
 PHASE = FitPhase

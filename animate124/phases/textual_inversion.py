@@ -116,7 +116,7 @@ class TextualInversionPhase(Phase):
         sd = load_sd_components(cfg.guidance.sd.model, cfg.models, self.device)
         self.ti = TextualInversion(sd.tokenizer, sd.text_encoder, sd.vae, sd.unet, sd.scheduler, load_rgb(image),
                                    self.token, self.initializer, resolution=p.resolution, batch_size=p.batch_size,
-                                   lr=p.lr, augment=p.augment, seed=cfg.seed)
+                                   lr=p.lr, augment=p.augment, seed=cfg.seed).to(self.device)
         self.optimizer = self.ti.optimizer
 
     def _text_width(self) -> int:
@@ -133,7 +133,7 @@ class TextualInversionPhase(Phase):
     def train_step(self, step: int) -> StepOutput:
         assert self.ti is not None
         loss = self.ti.loss(self.ti.batch())
-        return StepOutput(loss, {"ti_norm": float(self.ti.embedding().norm())})
+        return StepOutput(loss, {"ti_norm": self.ti.token_embedding.row.detach().norm()})
 
     def after_step(self, step: int) -> None:
         if self.ti is not None:

@@ -11,14 +11,56 @@ Conventions:
 
 Ray directions are unit vectors (the original left them unnormalised, spec §14.15), so the marcher's ``t`` is a
 Euclidean distance and α = 1 − exp(−σ·dt) does not depend on the pixel position.
+
+Geometry is float32 whatever the autocast state: every function here that builds poses or rays runs under
+:func:`autocast_off` (via :func:`fp32_geometry`), because CUDA autocast runs ``einsum``/``matmul`` in fp16 (and CPU
+autocast in bf16), which would give fp16 ray directions next to fp32 origins and a ~1e-3 relative direction error.
+The renderer (render/volume.py) and phase=fit use the same guard around their geometric parts; only field and
+guidance networks run under autocast.
 """
 
 from __future__ import annotations
 
+import functools
+from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 from torch import Tensor
+
+_F = TypeVar("_F", bound=Callable[..., object])
+
+AUTOCAST_DEVICES = ("cpu", "cuda")
+"""Device types whose autocast state :func:`autocast_off` switches off."""
+
+
+def autocast_off() -> ExitStack:
+    """A context in which neither CPU nor CUDA autocast is active (geometry, marching, compositing).
+
+    Only the autocast modes that are enabled are entered, so this is free (and warning-free) on CPU-only builds.
+    """
+    stack = ExitStack()
+    for device_type in AUTOCAST_DEVICES:
+        if torch.is_autocast_enabled(device_type):
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+    return stack
+
+
+def fp32_geometry(fn: _F) -> _F:
+    """Decorator: run ``fn`` under :func:`autocast_off` (it must itself keep its tensors in float32 or wider)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with autocast_off():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def geometry_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32, or float64 when the input is float64 (never a half type)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 _POLE_EPS = 1e-6
 """|cos(elevation)| below this counts as a pole (look_at's up vector is parallel to the view axis)."""
@@ -109,8 +151,9 @@ class Cameras:
         return cls(c2w, fovy.expand(c2w.shape[0]).clone(), int(h), int(w))
 
 
+@fp32_geometry
 def get_rays(cams: Cameras) -> tuple[Tensor, Tensor]:
-    """Pinhole rays through the pixel centres.
+    """Pinhole rays through the pixel centres (float32 under any autocast; float64 for float64 cameras).
 
     focal = H / (2·tan(fovy/2)), principal point at the image centre, pixel (i, j) = (column, row) has centre
     (i + 0.5, j + 0.5); camera-space direction ((i+0.5−cx)/f, −(j+0.5−cy)/f, −1), rotated to world and normalised.
@@ -122,22 +165,23 @@ def get_rays(cams: Cameras) -> tuple[Tensor, Tensor]:
         origins: [N, H, W, 3] ray origins (the camera centres).
         dirs: [N, H, W, 3] unit ray directions.
     """
-    dev, dtype = cams.c2w.device, cams.c2w.dtype
+    dev, dtype = cams.c2w.device, geometry_dtype(cams.c2w.dtype)
     h, w = cams.height, cams.width
     j, i = torch.meshgrid(
         torch.arange(h, device=dev, dtype=dtype) + 0.5, torch.arange(w, device=dev, dtype=dtype) + 0.5, indexing="ij"
     )
-    f = cams.focal.view(-1, 1, 1)
+    f = cams.focal.to(dtype).view(-1, 1, 1)
     x = (i - w / 2.0) / f  # [N, H, W]
     y = -(j - h / 2.0) / f
     cam_dirs = torch.stack([x, y, -torch.ones_like(x)], dim=-1)
-    rot = cams.c2w[:, :3, :3]
+    rot = cams.c2w[:, :3, :3].to(dtype)
     dirs = torch.einsum("nij,nhwj->nhwi", rot, cam_dirs)
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-    origins = cams.origins.view(-1, 1, 1, 3).expand_as(dirs)
+    origins = cams.origins.to(dtype).view(-1, 1, 1, 3).expand_as(dirs)
     return origins, dirs
 
 
+@fp32_geometry
 def look_at(eye: Tensor, target: Tensor | None = None, up: Tensor | None = None) -> Tensor:
     """Camera-to-world matrices of cameras at ``eye`` looking at ``target`` (OpenGL: view axis −z, +y up).
 
@@ -167,6 +211,7 @@ def look_at(eye: Tensor, target: Tensor | None = None, up: Tensor | None = None)
     return c2w
 
 
+@fp32_geometry
 def spherical_to_c2w(elevation: Tensor | float, azimuth: Tensor | float, radius: Tensor | float = 1.8) -> Tensor:
     """Camera-to-world matrices of cameras on a sphere looking at the origin (world up +z).
 

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 
 from animate124.errors import ConfigError
+from animate124.render.cameras import autocast_off
+from animate124.render.volume import shade
 from animate124.types import RenderOutput
 
 if TYPE_CHECKING:
@@ -69,6 +71,17 @@ def _sample(renderer: "VolumeRenderer", rays_o: Tensor, rays_d: Tensor, slots: T
     return ray_ids[order], torch.cat([p[1] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
 
 
+def _nerfacc(rays_o: Tensor):
+    """The nerfacc module, after checking that the rays are on CUDA (its sampler and packed scans are CUDA-only)."""
+    if not rays_o.is_cuda:
+        raise ConfigError(_HINT)
+    try:
+        import nerfacc
+    except ImportError as exc:
+        raise ConfigError(f"{_HINT} ({exc})") from exc
+    return nerfacc
+
+
 def render_rays_nerfacc(renderer: "VolumeRenderer", rays_o: Tensor, rays_d: Tensor, times: Tensor | None = None,
                         background: Tensor | None = None, shading: str = "albedo", ambient: float = 1.0,
                         light_dir: Tensor | None = None, perturb: bool = True,
@@ -78,18 +91,15 @@ def render_rays_nerfacc(renderer: "VolumeRenderer", rays_o: Tensor, rays_d: Tens
     Raises:
         ConfigError: rays on the CPU, or nerfacc not importable.
     """
-    if not rays_o.is_cuda:
-        raise ConfigError(_HINT)
-    try:
-        import nerfacc
-    except ImportError as exc:
-        raise ConfigError(f"{_HINT} ({exc})") from exc
+    nerfacc = _nerfacc(rays_o)
+    rays_o, rays_d = rays_o.to(torch.float32), rays_d.to(torch.float32)
     n, dev = rays_o.shape[0], rays_o.device
     bg = torch.ones(3, device=dev) if background is None else background
     bg = bg.expand(n, 3) if bg.shape == (3,) else bg
     use_times = times if (times is not None and renderer._dynamic) else None
     slots = renderer.occupancy.slots_of(times) if times is not None else torch.zeros(n, dtype=torch.long, device=dev)
-    ray_ids, t0, t1 = _sample(renderer, rays_o, rays_d, slots, use_times, perturb)
+    with autocast_off():
+        ray_ids, t0, t1 = _sample(renderer, rays_o, rays_d, slots, use_times, perturb)
     t_mid = (t0 + t1) / 2
     xyzs = rays_o[ray_ids] + rays_d[ray_ids] * t_mid[:, None]
     t_samples = None if use_times is None else use_times[ray_ids]
@@ -99,17 +109,19 @@ def render_rays_nerfacc(renderer: "VolumeRenderer", rays_o: Tensor, rays_d: Tens
         sigmas, albedo = out.density.float(), out.albedo.float()
     else:
         sigmas, albedo = torch.zeros(0, device=dev), torch.zeros(0, 3, device=dev)
-    normals = None
-    if renderer.normals_needed(shading, ambient, need_normals):
-        normals = renderer.field.normals(xyzs, t_samples).float() if m > 0 else torch.zeros_like(albedo)
-    rgbs = renderer._shade(shading, albedo, normals, ambient, light_dir, rays_o, ray_ids)
-    weights, _, _ = nerfacc.render_weight_from_density(t0, t1, sigmas, ray_indices=ray_ids, n_rays=n)
-    opacity = nerfacc.accumulate_along_rays(weights, None, ray_indices=ray_ids, n_rays=n)
-    image = nerfacc.accumulate_along_rays(weights, rgbs, ray_indices=ray_ids, n_rays=n)
-    depth = nerfacc.accumulate_along_rays(weights, t_mid[:, None], ray_indices=ray_ids, n_rays=n)
-    normal_image = None
-    if normals is not None:
-        normal_image = nerfacc.accumulate_along_rays(weights.detach(), (normals + 1.0) / 2.0, ray_indices=ray_ids,
-                                                     n_rays=n)
-    return RenderOutput(rgb=image + (1.0 - opacity) * bg, opacity=opacity, depth=depth, normals=normal_image,
+    with autocast_off():  # as in VolumeRenderer: normals, shading and compositing in float32
+        normals = None
+        if renderer.normals_needed(shading, ambient, need_normals):
+            normals = renderer.field.normals(xyzs, t_samples).float() if m > 0 else torch.zeros_like(albedo)
+        light = light_dir.float() if light_dir is not None else None
+        rgbs = shade(shading, albedo, normals, ambient, light, rays_o, ray_ids)
+        weights, _, _ = nerfacc.render_weight_from_density(t0, t1, sigmas, ray_indices=ray_ids, n_rays=n)
+        opacity = nerfacc.accumulate_along_rays(weights, None, ray_indices=ray_ids, n_rays=n)
+        image = nerfacc.accumulate_along_rays(weights, rgbs, ray_indices=ray_ids, n_rays=n)
+        depth = nerfacc.accumulate_along_rays(weights, t_mid[:, None], ray_indices=ray_ids, n_rays=n)
+        normal_image = None
+        if normals is not None:
+            normal_image = nerfacc.accumulate_along_rays(weights.detach(), (normals + 1.0) / 2.0,
+                                                         ray_indices=ray_ids, n_rays=n)
+    return RenderOutput(rgb=image + (1.0 - opacity) * bg.float(), opacity=opacity, depth=depth, normals=normal_image,
                         sample_weights=weights, sample_normals=normals, sample_dirs=rays_d[ray_ids])

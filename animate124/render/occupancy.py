@@ -14,13 +14,18 @@ before the first refresh are not empty (the first update always evaluates every 
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from animate124 import ops
 from animate124.errors import ConfigError
+
+if TYPE_CHECKING:
+    from animate124.config.schema import RenderConfig
 
 DensityFn = Callable[[Tensor, Optional[Tensor]], Tensor]
 """σ = density_fn(x [N, 3], t [N] | None) → [N] activated density."""
@@ -200,6 +205,23 @@ class OccupancyGrid(nn.Module):
         return float(((bf.unsqueeze(-1) >> shifts) & 1).float().mean())
 
     @classmethod
+    def from_config(cls, render: RenderConfig, time_slots: int, bound: float, density_thresh: float | None = None,
+                    resolution: int | None = None) -> OccupancyGrid:
+        """The grid a phase (or a loaded scene) uses: ``render``'s resolution, decay, threshold and update fraction.
+
+        Args:
+            render: the run's render settings (``grid_resolution``, ``occupancy_decay``, ``density_thresh``,
+                ``update_fraction``).
+            time_slots: S (the phase's ``time_slots``).
+            bound: the field's bound.
+            density_thresh: overrides ``render.density_thresh`` (fit's ``occupancy_thresh``).
+            resolution: overrides ``render.grid_resolution`` (a checkpoint's own grid size).
+        """
+        return cls(render.grid_resolution if resolution is None else int(resolution), time_slots, bound,
+                   render.occupancy_decay, render.density_thresh if density_thresh is None else density_thresh,
+                   render.update_fraction)
+
+    @classmethod
     def from_static(
         cls,
         static: OccupancyGrid,
@@ -227,3 +249,57 @@ class OccupancyGrid(nn.Module):
                    static.update_fraction).to(static.grid.device)
         grid.update(density_fn, generator=generator, dynamic=True)
         return grid
+
+
+class PosedAlphas(Protocol):
+    """Training views with alpha masks (e.g. ``data.dnerf.DNeRFSplit``), as :func:`carve_occupancy` reads them."""
+
+    c2w: Tensor
+    """[N, 4, 4] camera-to-world (OpenGL: the camera looks down −z)."""
+    times: Tensor
+    """[N] scene time of each view."""
+    alphas: Tensor
+    """[N, H, W, 1] alpha in [0, 1]."""
+    focal: float
+    """Focal length in pixels."""
+    width: int
+    height: int
+
+    def __len__(self) -> int: ...
+
+
+@torch.no_grad()
+def carve_occupancy(occupancy: OccupancyGrid, data: PosedAlphas, alpha_thresh: float = 0.01) -> Tensor:
+    """Visual-hull bound of each time slot from the training alphas: [S, R³/8] uint8 bitfield (Morton order).
+
+    A cell is carved from slot s when some training view whose time lies in slot s projects the cell centre onto a
+    pixel whose alpha, max-pooled over about one cell's footprint, is below ``alpha_thresh``. Each view only knows
+    its own time, so the result is then dilated by one slot on each side (motion within a slot).
+
+    Args:
+        occupancy: The grid (its resolution, slots and bound are used; nothing is modified).
+        data: Training views with alphas (see :class:`PosedAlphas`).
+        alpha_thresh: Alpha below which a pixel is empty.
+    """
+    n_cells, slots = occupancy.n_cells, occupancy.time_slots
+    centres = occupancy.cell_centres(torch.arange(n_cells, device=occupancy.grid.device)).cpu()  # [R³, 3]
+    keep = torch.ones(slots, n_cells, dtype=torch.bool)
+    view_slots = occupancy.slots_of(data.times)
+    for k in range(len(data)):
+        c2w = data.c2w[k]
+        cam = (centres - c2w[:3, 3]) @ c2w[:3, :3]  # world → camera (OpenGL: the camera looks down −z)
+        depth = -cam[:, 2]
+        # pool over the projected half-diagonal of a cell at the nearest depth the object can have (|o| − bound)
+        near = max(float(c2w[:3, 3].norm()) - occupancy.bound, 0.5 * float(c2w[:3, 3].norm()))
+        radius = int(math.ceil(0.5 * math.sqrt(3.0) * occupancy.cell_size * data.focal / near))
+        alpha = F.max_pool2d(data.alphas[k, None, :, :, 0], 2 * radius + 1, stride=1, padding=radius)[0]
+        col = cam[:, 0] / depth.clamp_min(1e-6) * data.focal + 0.5 * data.width
+        row = -cam[:, 1] / depth.clamp_min(1e-6) * data.focal + 0.5 * data.height
+        inside = (depth > 0) & (col >= 0) & (col < data.width) & (row >= 0) & (row < data.height)
+        ci, ri = col.long().clamp(0, data.width - 1), row.long().clamp(0, data.height - 1)
+        empty = inside & (alpha[ri, ci] < alpha_thresh)
+        keep[int(view_slots[k])] &= ~empty
+    dilated = keep.clone()
+    dilated[1:] |= keep[:-1]
+    dilated[:-1] |= keep[1:]
+    return ops.packbits(dilated.float().to(occupancy.grid.device), 0.5)

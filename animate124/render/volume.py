@@ -27,9 +27,10 @@ from animate124 import ops
 from animate124.config.schema import RenderBackend, RenderConfig
 from animate124.errors import ConfigError
 from animate124.ops import inference as ops_inference
-from animate124.render.cameras import Cameras, get_rays
+from animate124.ops.raymarch import check_values
+from animate124.render.cameras import Cameras, autocast_off, fp32_geometry, get_rays
 from animate124.render.occupancy import OccupancyGrid
-from animate124.types import RenderOutput
+from animate124.types import RaySamples, RenderOutput
 
 SHADING_MODES = ("albedo", "lambertian", "textureless", "normal")
 """albedo: c = albedo; lambertian: albedo·(a + (1−a)·max(0, n·l)); textureless: (a + (1−a)·max(0, n·l))·(1,1,1);
@@ -41,7 +42,9 @@ _NERFACC_HINT = "render.backend=nerfacc needs CUDA and nerfacc; use render.backe
 def sample_ray_indices(rays: Tensor, n_samples: int) -> Tensor:
     """Ray index of every packed sample, from the per-ray (offset, count) table.
 
-    Works whatever order the marcher assigned the offsets in (the CUDA marcher allocates them atomically).
+    Works whatever order the marcher assigned the offsets in (the CUDA marcher allocates them atomically). No host
+    sync: the output size is the known ``n_samples``, and the packing check is a device-side assert on the GPU
+    (:func:`animate124.ops.raymarch.check_values`; a ``ValueError`` on the CPU).
 
     Args:
         rays: [N, 2] int (offset, count).
@@ -51,15 +54,14 @@ def sample_ray_indices(rays: Tensor, n_samples: int) -> Tensor:
         [M] int64 ray index of each sample.
     """
     offsets, counts = rays[:, 0].long(), rays[:, 1].long()
-    nonempty = (counts > 0).nonzero().squeeze(-1)
-    order = nonempty[torch.argsort(offsets[nonempty])]
-    ids = torch.repeat_interleave(order, counts[order])
-    if ids.shape[0] != n_samples:
-        raise ValueError(f"ray table covers {ids.shape[0]} samples but {n_samples} were marched")
-    starts = offsets[order]
-    if order.numel() and not bool((torch.cumsum(counts[order], 0) - counts[order] == starts - starts[0]).all()):
-        raise ValueError("marched samples are not packed contiguously per ray")
-    return ids
+    order = torch.argsort(offsets, stable=True)  # empty rays repeat nothing, wherever they sort
+    starts, sorted_counts = offsets[order], counts[order]
+    nonempty = sorted_counts > 0
+    base = torch.where(nonempty, starts, starts.new_full((), torch.iinfo(torch.int64).max)).amin() if len(order) else 0
+    packed = ((torch.cumsum(sorted_counts, 0) - sorted_counts == starts - base) | ~nonempty).all()
+    check_values(packed & (sorted_counts.sum() == n_samples),
+                 f"the ray table must cover the {n_samples} marched samples, packed contiguously per ray")
+    return torch.repeat_interleave(order, sorted_counts, output_size=n_samples)
 
 
 def _per_ray(value: Tensor | None, n: int, default: Callable[[], Tensor], name: str) -> Tensor:
@@ -163,8 +165,7 @@ class VolumeRenderer(nn.Module):
                               f"({ops._backend.backend_info()['how']}); use render.backend=auto")
 
     def _nerfacc_fn(self, rays_o: Tensor) -> Callable[..., RenderOutput]:
-        if not rays_o.is_cuda:
-            raise ConfigError(_NERFACC_HINT)
+        """nerfacc_backend.render_rays_nerfacc (which raises ConfigError for CPU rays or a missing nerfacc)."""
         try:
             from animate124.render.nerfacc_backend import render_rays_nerfacc
         except ImportError as exc:
@@ -208,30 +209,49 @@ class VolumeRenderer(nn.Module):
             return self._nerfacc_fn(rays_o)(self, rays_o, rays_d, times, background, shading, ambient, light_dir,
                                             perturb, need_normals)
         self._check_backend(rays_o)
-        n, dev = rays_o.shape[0], rays_o.device
-        bg = _per_ray(background, n, lambda: torch.ones(3, device=dev, dtype=rays_o.dtype), "background")
+        rays_o, rays_d = rays_o.to(torch.float32), rays_d.to(torch.float32)
         use_times = times if (times is not None and self._dynamic) else None
+        samples, ray_ids = self._march(rays_o, rays_d, times, perturb)
+        m, dev = samples.xyzs.shape[0], rays_o.device
+        t_samples = use_times[ray_ids] if use_times is not None else None
+        # the field's networks are the only part of a render that runs under the caller's autocast
+        if m > 0:
+            out = self.field(samples.xyzs, t_samples)
+            sigmas, albedo = out.density, out.albedo
+        else:  # nothing occupied along any ray: skip the field (some encodings dislike empty batches)
+            sigmas = torch.zeros(0, device=dev)
+            albedo = torch.zeros(0, 3, device=dev)
+        normals = None
+        if self.normals_needed(shading, ambient, need_normals):
+            # central differences of σ (eps ~1e-3) are geometry: in fp16/bf16 they would be quantisation noise
+            with autocast_off():
+                normals = self.field.normals(samples.xyzs, t_samples) if m > 0 else torch.zeros_like(albedo)
+        return self._shade_composite(samples, ray_ids, sigmas, albedo, normals, shading, ambient, light_dir, rays_o,
+                                     background)
 
-        nears, fars = ops.near_far_from_aabb(rays_o, rays_d, self.aabb, self.cfg.min_near)
+    @fp32_geometry
+    def _march(self, rays_o: Tensor, rays_d: Tensor, times: Tensor | None,
+               perturb: bool) -> tuple[RaySamples, Tensor]:
+        """The geometric half of a training render, in float32 with autocast off: packed samples and their ray ids."""
+        n, dev = rays_o.shape[0], rays_o.device
+        nears, fars = ops.near_far_from_aabb(rays_o, rays_d, self.aabb.to(torch.float32), self.cfg.min_near)
         slots = self.occupancy.slots_of(times) if times is not None else torch.zeros(n, dtype=torch.long, device=dev)
         noise = torch.rand(n, device=dev) if perturb else torch.full((n,), 0.5, device=dev)
         samples = ops.march_rays_train(rays_o, rays_d, nears, fars, self.occupancy.bitfield, slots, noise,
                                        self.bound, self.occupancy.resolution, self.dt, self.cfg.max_steps)
-        m = samples.xyzs.shape[0]
-        ray_ids = sample_ray_indices(samples.rays, m)
-        t_samples = use_times[ray_ids] if use_times is not None else None
+        return samples, sample_ray_indices(samples.rays, samples.xyzs.shape[0])
 
-        if m > 0:
-            out = self.field(samples.xyzs, t_samples)
-            sigmas, albedo = out.density.float(), out.albedo.float()  # fp16 under AMP → the kernels' fp32
-        else:  # nothing occupied along any ray: skip the field (some encodings dislike empty batches)
-            sigmas = torch.zeros(0, device=dev, dtype=rays_o.dtype)
-            albedo = torch.zeros(0, 3, device=dev, dtype=rays_o.dtype)
-        normals = None
-        if self.normals_needed(shading, ambient, need_normals):
-            normals = self.field.normals(samples.xyzs, t_samples).float() if m > 0 else torch.zeros_like(albedo)
-        rgbs = shade(shading, albedo, normals, ambient, light_dir, rays_o, ray_ids)
-
+    @fp32_geometry
+    def _shade_composite(self, samples: RaySamples, ray_ids: Tensor, sigmas: Tensor, albedo: Tensor,
+                         normals: Tensor | None, shading: str, ambient: float, light_dir: Tensor | None,
+                         rays_o: Tensor, background: Tensor | None) -> RenderOutput:
+        """Shading and compositing in float32 with autocast off (the field's fp16/bf16 outputs are upcast here)."""
+        n, dev = rays_o.shape[0], rays_o.device
+        sigmas, albedo = sigmas.float(), albedo.float()
+        normals = normals.float() if normals is not None else None
+        light = light_dir.float() if light_dir is not None else None
+        bg = _per_ray(background, n, lambda: torch.ones(3, device=dev), "background").float()
+        rgbs = shade(shading, albedo, normals, ambient, light, rays_o, ray_ids)
         weights, weights_sum, depth, image = ops.composite_rays_train(sigmas, rgbs, samples.ts, samples.rays,
                                                                       self.cfg.t_thresh)
         rgb = image + (1.0 - weights_sum).unsqueeze(-1) * bg
@@ -259,6 +279,7 @@ class VolumeRenderer(nn.Module):
             raise ValueError(f"{len(cameras)} cameras for times {tuple(tb.shape)}: need B·F = {b * f} or B = {b}")
         return cams, tb.reshape(-1), b, f
 
+    @fp32_geometry
     def _frame_rays(
         self, cameras: Cameras, times: Tensor | None, background: Tensor | None, light_dir: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, tuple[int, int, int, int]]:
@@ -413,7 +434,9 @@ class VolumeRenderer(nn.Module):
         bg = _per_ray(background, n, lambda: torch.ones(3, device=dev, dtype=rays_o.dtype), "background")
         use_times = times if (times is not None and self._dynamic) else None
         with_normals = self.normals_needed(shading, ambient, None)
-        nears, fars = ops.near_far_from_aabb(rays_o, rays_d, self.aabb, self.cfg.min_near)
+        rays_o, rays_d = rays_o.to(torch.float32), rays_d.to(torch.float32)
+        with autocast_off():
+            nears, fars = ops.near_far_from_aabb(rays_o, rays_d, self.aabb.to(torch.float32), self.cfg.min_near)
         slots = self.occupancy.slots_of(times) if times is not None else torch.zeros(n, dtype=torch.long, device=dev)
 
         def radiance(xyzs: Tensor, dirs: Tensor, ray_index: Tensor) -> tuple[Tensor, Tensor]:
