@@ -5,6 +5,7 @@
 #
 # Usage: bash scripts/gpu/wheels.sh [--dest .whl]
 set -euo pipefail
+shopt -s nocaseglob  # wheel names keep the project's case (PyMCubes-0.1.6-...)
 cd "$(dirname "$0")/../.."
 dest=.whl
 [ "${1:-}" = "--dest" ] && dest="$2"
