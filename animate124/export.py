@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -287,18 +288,19 @@ def export(cfg: ExportConfig, scene: Scene | None = None) -> list[Path]:
     return written
 
 
-def main() -> None:
-    """Hydra entry point (config ``configs/export.yaml``)."""
+def run_cli(config_name: str, job: Callable[[Any], Iterable[Path]]) -> None:
+    """Hydra entry point of the output commands (export, rerender): compose ``configs/<config_name>.yaml``, run
+    ``job(config)``, print each written path; an Animate124Error becomes one line and its exit code."""
     import hydra
     from omegaconf import OmegaConf
 
     import animate124.config.store  # noqa: F401  (registers the schemas)
 
-    @hydra.main(config_path="pkg://animate124.configs", config_name="export", version_base="1.3")
+    @hydra.main(config_path="pkg://animate124.configs", config_name=config_name, version_base="1.3")
     def _run(dcfg) -> None:
-        cfg: ExportConfig = OmegaConf.to_object(dcfg)  # type: ignore[assignment]
+        cfg: Any = OmegaConf.to_object(dcfg)
         try:
-            for p in export(cfg):
+            for p in job(cfg):
                 print(p)
         except Animate124Error as exc:
             if cfg.debug:
@@ -308,6 +310,10 @@ def main() -> None:
 
     _run()
 
+
+def main() -> None:
+    """Hydra entry point (config ``configs/export.yaml``)."""
+    run_cli("export", export)
 
 if __name__ == "__main__":
     main()
