@@ -76,7 +76,7 @@ setup(
     packages=find_packages(include=["animate124", "animate124.*"]) + ["animate124.configs"],
     package_dir={"animate124.configs": "configs"},
     package_data={"animate124.configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml"],
-                  "animate124.exporting": ["viewer_assets/*.html", "viewer_assets/*.js"]},
+                  "animate124.export": ["viewer_assets/*.html", "viewer_assets/*.js"]},
     include_package_data=True,
     # True floors (issue 11; the API behind each is listed in docs/dependencies.md):
     # torch 2.4: torch.amp.custom_fwd(device_type=), torch.is_autocast_enabled(device_type); 2.3: GradScaler("cuda").

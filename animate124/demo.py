@@ -73,7 +73,7 @@ def _run(overrides: list[str]) -> int:
 
 def _export_orbit(run_dir: Path, radius: float, size: int = 96, frames: int = 48) -> Path:
     from animate124.config.export import CameraPathConfig, ExportConfig
-    from animate124.export import export
+    from animate124.export.outputs import export
 
     out = run_dir / "videos" / "orbit.mp4"
     cfg = ExportConfig(run_dir=str(run_dir), path="orbit", frames=frames, size=size, fps=12.0, out=str(out),

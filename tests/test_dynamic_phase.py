@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 import animate124.config.store  # noqa: F401  (registers the schemas)
 from animate124.errors import CheckpointError
-from animate124.exporting.writers import read_frames
+from animate124.export.writers import read_frames
 from animate124.fields import build_field, load_field_state
 from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, split_state
 from animate124.phases.base import train

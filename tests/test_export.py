@@ -1,4 +1,4 @@
-"""Export (animate124/export.py + exporting/): writers read back, paths × time → files, D-NeRF camera files, CLI."""
+"""Export (animate124/export/: outputs.py, scene.py, writers.py, CLI): writers read back, paths × time → files, D-NeRF files."""
 
 import json
 import os
@@ -13,9 +13,9 @@ from _export_toys import fast_render_cfg, full_occupancy, toy_field
 
 from animate124.config.export import ExportConfig, InstanceConfig, TimeConfig
 from animate124.errors import CheckpointError, InputError
-from animate124.export import build_paths, export
-from animate124.exporting.scene import Scene, pick_phase
-from animate124.exporting.writers import depth_to_gray, read_frames, sibling, tile, write_frames
+from animate124.export.outputs import build_paths, export
+from animate124.export.scene import Scene, pick_phase
+from animate124.export.writers import depth_to_gray, read_frames, sibling, tile, write_frames
 from animate124.render.cameras import spherical_to_c2w
 
 CODEC_TOL = 40  # uint8 levels: H.264 at quality 8 on smooth gradients stays well within this
@@ -175,7 +175,7 @@ def _fake_run(run_dir, phase="fit", complete=True, keyframes=4):
 
 
 def test_load_scene_picks_latest_finished_phase_and_exports(tmp_path):
-    from animate124.exporting.scene import load_scene
+    from animate124.export.scene import load_scene
 
     run = tmp_path / "run"
     _fake_run(run, "fit")

@@ -12,7 +12,7 @@ import animate124.config.store  # noqa: F401  (registers the schemas)
 from animate124.config import phases as P
 from animate124.config.schema import RenderConfig
 from animate124.errors import CheckpointError
-from animate124.exporting import scene as scene_mod
+from animate124.export import scene as scene_mod
 from animate124.io.handoff import find_checkpoint
 from animate124.metrics.image import psnr, psnr_from_mse
 from animate124.phases import PHASE_MODULES

@@ -14,10 +14,10 @@ from _mesh_fields import ISO, SphereField, growing, sphere_volume, translating
 
 from animate124.config.export import ExportConfig
 from animate124.errors import InputError
-from animate124.export import export
-from animate124.exporting.gltf import Z_UP_TO_Y_UP, linear_to_srgb, read_accessor, to_y_up, write_flipbook_glb
-from animate124.exporting.mesh import density_grid, extract_mesh, mesh_centroid, mesh_volume, voxel_size
-from animate124.exporting.scene import Scene
+from animate124.export.gltf import Z_UP_TO_Y_UP, linear_to_srgb, read_accessor, to_y_up, write_flipbook_glb
+from animate124.export.mesh import density_grid, extract_mesh, mesh_centroid, mesh_volume, voxel_size
+from animate124.export.outputs import export
+from animate124.export.scene import Scene
 
 RES, BOUND = 64, 1.0
 VOXEL = voxel_size(RES, BOUND)

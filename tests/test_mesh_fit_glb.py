@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 import animate124.config.store  # noqa: F401
 from animate124.config.export import ExportConfig, MeshMode
 from animate124.data.synthetic import make_synthetic_scene
-from animate124.export import export
+from animate124.export.outputs import export
 from animate124.phases.base import seed_everything, train
 from animate124.phases.fit import FitPhase
 

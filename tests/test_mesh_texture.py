@@ -12,10 +12,10 @@ from _mesh_fields import ISO, translating
 from PIL import Image
 
 from animate124.config.export import ExportConfig, MeshMode
-from animate124.export import export
-from animate124.exporting.gltf import read_accessor
-from animate124.exporting.mesh import extract_mesh
-from animate124.exporting.scene import Scene
+from animate124.export.gltf import read_accessor
+from animate124.export.mesh import extract_mesh
+from animate124.export.outputs import export
+from animate124.export.scene import Scene
 
 pytest.importorskip("xatlas")
 
@@ -25,7 +25,7 @@ def _expected(field, points, tau):
 
 
 def test_baked_texture_matches_the_albedo():
-    from animate124.exporting.texture import bake_texture
+    from animate124.export.texture import bake_texture
 
     field = translating()
     mesh = extract_mesh(field, 0.3, 40, 1.0, ISO)

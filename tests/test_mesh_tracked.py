@@ -9,10 +9,10 @@ from _export_toys import fast_render_cfg, full_occupancy
 from _mesh_fields import ISO, SphereField, growing, translating
 
 from animate124.config.export import ExportConfig, MeshMode
-from animate124.export import export
-from animate124.exporting.gltf import Z_UP_TO_Y_UP, read_accessor
-from animate124.exporting.mesh import extract_mesh, track_mesh, voxel_size
-from animate124.exporting.scene import Scene
+from animate124.export.gltf import Z_UP_TO_Y_UP, read_accessor
+from animate124.export.mesh import extract_mesh, track_mesh, voxel_size
+from animate124.export.outputs import export
+from animate124.export.scene import Scene
 
 RES, BOUND = 48, 1.0
 VOXEL = voxel_size(RES, BOUND)

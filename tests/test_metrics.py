@@ -14,7 +14,7 @@ from PIL import Image
 from animate124.config.export import LpipsConfig, MetricsConfig
 from animate124.config.schema import ModelsConfig
 from animate124.errors import MissingWeightsError
-from animate124.exporting.scene import Scene
+from animate124.export.scene import Scene
 from animate124.metrics import clip as C
 from animate124.metrics.lpips import LPIPS, load_lpips
 from animate124.metrics.report import METRIC_KEYS, evaluate_run

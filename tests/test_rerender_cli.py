@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from animate124.exporting.writers import read_frames
+from animate124.export.writers import read_frames
 
 FRAMES, SIZE = 5, 32
 
@@ -76,7 +76,7 @@ def test_rerender_in_process_toy_scene_with_known_region(tmp_path):
     from PIL import Image
 
     from animate124.config.rerender import RerenderConfig
-    from animate124.exporting.scene import Scene
+    from animate124.export.scene import Scene
     from animate124.guidance.textual_inversion import save_learned_embeds
     from animate124.phases.textual_inversion import learned_embeds_path
     from animate124.rerender.pipeline import rerender

@@ -10,9 +10,9 @@ from PIL import Image
 
 from animate124.config.export import ExportConfig
 from animate124.errors import InputError
-from animate124.export import export
-from animate124.exporting.scene import Scene
-from animate124.exporting.viewer import ASSETS, DATA_VAR, atlas_layout
+from animate124.export.outputs import export
+from animate124.export.scene import Scene
+from animate124.export.viewer import ASSETS, DATA_VAR, atlas_layout
 
 
 def viewer_scene(tmp_path: Path) -> Scene:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from test_viewer import viewer_cfg, viewer_scene
 
-from animate124.export import export
+from animate124.export.outputs import export
 
 CHROMIUM = os.environ.get("ANIMATE124_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 MIN_PSNR_DB = 30.0

@@ -93,7 +93,7 @@ class MeshMode(str, Enum):
 
 @dataclass
 class MeshConfig:
-    """``format=mesh`` (exporting/mesh.py, exporting/gltf.py): marching cubes of the density per frame."""
+    """``format=mesh`` (export/mesh.py, export/gltf.py): marching cubes of the density per frame."""
 
     mode: MeshMode = MeshMode.flipbook
     """flipbook | tracked (one topology, one morph target per frame; fails on topology changes, large motions)."""
@@ -125,7 +125,7 @@ class MeshConfig:
 
 @dataclass
 class ViewerConfig:
-    """``format=viewer`` (exporting/viewer.py): an offline HTML player of an atlas of V azimuths × T times."""
+    """``format=viewer`` (export/viewer.py): an offline HTML player of an atlas of V azimuths × T times."""
 
     views: int = 24
     """Azimuths k·360°/views (at camera.elevation, from camera.start_azimuth)."""

@@ -1,1 +1,3 @@
-"""animate124.io"""
+"""Run persistence: checkpoints, the run directory and its reports, hand-off between phases, disk and lock guards.
+
+User-facing outputs made from a trained scene (videos, meshes, the viewer) are ``animate124.export``."""

@@ -1,7 +1,7 @@
 """The one place that turns ``init_from`` / a run dir / phase names into a checkpoint (phase hand-off and export).
 
 Used by the dynamic phase (start from static), refine (start from, and freeze, dynamic), fit (``init_from``) and
-``exporting.scene`` (the latest finished phase of a run). Nothing is found by a relative-path guess: ``init_from`` is a
+``export.scene`` (the latest finished phase of a run). Nothing is found by a relative-path guess: ``init_from`` is a
 ``step-NNNNNNN`` folder, a ``checkpoints/`` folder, a phase folder or a run dir; without it the run dir's phase folders
 are searched in the given order, finished phases (``report.json`` ``complete``) first.
 

@@ -18,9 +18,9 @@ from PIL import Image
 
 from animate124.config.export import MetricsConfig
 from animate124.errors import InputError
-from animate124.exporting.frames import render_path
-from animate124.exporting.scene import Scene, load_scene, resolve_device
-from animate124.exporting.writers import write_frames
+from animate124.export.frames import render_path
+from animate124.export.scene import Scene, load_scene, resolve_device
+from animate124.export.writers import write_frames
 from animate124.io.run_dir import write_json_atomic
 from animate124.metrics import clip as C
 from animate124.metrics.lpips import load_lpips

@@ -81,7 +81,7 @@ def _final_video(cfg: Any, run_dir: Path, pcfg: AllPhasesConfig) -> Optional[str
     if not pcfg.video:
         return None
     from animate124.config.export import ExportConfig
-    from animate124.export import export
+    from animate124.export.outputs import export
 
     ecfg = ExportConfig(run_dir=str(run_dir), path="orbit", frames=pcfg.video_frames, size=pcfg.video_size,
                         fps=pcfg.video_fps, out=str(run_dir / "videos" / "orbit.mp4"), device=cfg.device)
@@ -93,7 +93,7 @@ def _final_outputs(cfg: Any, run_dir: Path, pcfg: AllPhasesConfig) -> dict[str, 
     """The GLB and the viewer (``phase.outputs``); {"glb": path | None, "viewer": path | None, "output_errors": {...}}."""
     from animate124.config.export import ExportConfig
     from animate124.errors import Animate124Error
-    from animate124.export import export
+    from animate124.export.outputs import export
 
     o = pcfg.outputs
     result: dict[str, Any] = {"glb": None, "viewer": None, "output_errors": {}}

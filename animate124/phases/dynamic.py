@@ -80,7 +80,7 @@ def find_init_checkpoint(run_dir: Path, init_from: Optional[str], source_phase: 
 def checkpoint_field_config(saved: dict[str, Any], fallback: FieldConfig) -> FieldConfig:
     """The FieldConfig a checkpoint was written with (its resolved config, validated like any config), else
     ``fallback``."""
-    from animate124.exporting.scene import typed_config
+    from animate124.export.scene import typed_config
 
     values = (saved.get("config") or {}).get("field")
     return typed_config(FieldConfig, values) if values else fallback
@@ -235,7 +235,7 @@ class DynamicPhase(GenerationPhase):
     @torch.no_grad()
     def render_videos(self, step: int) -> dict[str, Path]:
         """Write the fixed-view and orbit-while-animating validation videos; returns their paths."""
-        from animate124.exporting.writers import write_frames
+        from animate124.export.writers import write_frames
 
         p, dev = self.pcfg, self.device
         n, size = int(p.val_frames), int(math.ceil(max(16, int(p.val_size)) / 16) * 16)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from animate124.config.phases import RefinePhaseConfig
 from animate124.data.case import find_subject, load_case, replace_subject
-from animate124.exporting.scene import scene_from_checkpoint
+from animate124.export.scene import scene_from_checkpoint
 from animate124.fields import load_field_state
 from animate124.guidance.textual_inversion import load_learned_embeds
 from animate124.io.checkpoint import load_checkpoint, split_state

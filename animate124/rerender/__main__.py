@@ -10,7 +10,7 @@ from __future__ import annotations
 
 def main() -> None:
     """Hydra entry point (config ``configs/rerender.yaml``)."""
-    from animate124.export import run_cli
+    from animate124.cli import run_cli
     from animate124.rerender.pipeline import rerender
 
     run_cli("rerender", rerender)

@@ -12,10 +12,10 @@ from torch import Tensor
 from animate124.config.rerender import RerenderConfig
 from animate124.config.schema import CaseConfig
 from animate124.errors import ConfigError, InputError
-from animate124.export import _background, build_paths, make_renderer
-from animate124.exporting.frames import Frames, render_path
-from animate124.exporting.scene import Scene, load_scene, resolve_device
-from animate124.exporting.writers import write_frames
+from animate124.export.frames import Frames, render_path
+from animate124.export.outputs import background_color, build_paths, make_renderer
+from animate124.export.scene import Scene, load_scene, resolve_device
+from animate124.export.writers import write_frames
 from animate124.io.run_dir import write_json_atomic
 from animate124.rerender.depth import inverse_depth
 from animate124.rerender.keyframes import (
@@ -83,7 +83,7 @@ def coarse_frames(cfg: RerenderConfig, scene: Scene, device: torch.device) -> tu
         raise ConfigError(f"rerender renders one camera path; path={cfg.path} gives {len(paths)} (give one view)")
     path = paths[0][1]
     renderer = make_renderer(cfg, scene, device)
-    return path, render_path(renderer, path, _background(cfg), cfg.shading, cfg.ambient, progress=cfg.progress,
+    return path, render_path(renderer, path, background_color(cfg), cfg.shading, cfg.ambient, progress=cfg.progress,
                              desc="coarse")
 
 

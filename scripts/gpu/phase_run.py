@@ -112,7 +112,7 @@ def videos_as_png_dirs() -> bool:
     """Without imageio-ffmpeg (not carried to the GPU machine: ~68 MB), write validation videos as PNG folders."""
     if importlib.util.find_spec("imageio_ffmpeg") is not None:
         return False
-    from animate124.exporting import writers
+    from animate124.export import writers
 
     original = writers.write_frames
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from animate124.errors import InputError
-from animate124.exporting.mesh import Mesh, albedo_at
+from animate124.export.mesh import Mesh, albedo_at
 
 
 @dataclass

@@ -1,5 +1,5 @@
 // animate124 web viewer: draws one tile of the atlas (azimuth × time) on a canvas, 1:1. No dependencies.
-// Data: window.ANIMATE124_VIEWER from viewer_data.js (see animate124/exporting/viewer.py).
+// Data: window.ANIMATE124_VIEWER from viewer_data.js (see animate124/export/viewer.py).
 (function () {
   "use strict";
   var D = window.ANIMATE124_VIEWER;

@@ -6,7 +6,7 @@ The folder works from ``file://`` and from any static host:
   is azimuth ``start_azimuth + k·360°/views`` at ``camera.elevation`` / ``camera.radius`` / ``camera.fovy``;
 - ``viewer_data.js``: the metadata as a script (``window.ANIMATE124_VIEWER = {...}``), not JSON, because Chromium
   blocks ``fetch()`` of local files from a ``file://`` page;
-- ``index.html`` + ``viewer.js`` (copied from ``animate124/exporting/viewer_assets``), ``input.png`` (the run's input
+- ``index.html`` + ``viewer.js`` (copied from ``animate124/export/viewer_assets``), ``input.png`` (the run's input
   image, when it has one).
 
 In the page: drag orbits, the slider and the play button run time, ←/→ step time, ↑/↓ step the azimuth, and
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from animate124.errors import InputError
-from animate124.exporting.frames import render_path
+from animate124.export.frames import render_path
 from animate124.render.cameras import Cameras
 from animate124.render.paths import CameraPath
 

@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from animate124.exporting.mesh import Mesh, TrackedMesh
-from animate124.exporting.texture import TexturedMesh
+from animate124.export.mesh import Mesh, TrackedMesh
+from animate124.export.texture import TexturedMesh
 
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]], dtype=np.float32)
 """World (+z up) → glTF (+y up): v_gltf = Z_UP_TO_Y_UP @ v_world."""
@@ -147,7 +147,7 @@ class _Builder:
 def write_flipbook_glb(meshes: Sequence[Mesh | TexturedMesh], path: str | Path, fps: float = 24.0) -> Path:
     """One node per frame, visible (scale 1) only during its frame: key times k/fps, STEP; a last key at N/fps.
 
-    TexturedMesh frames (``exporting/texture.py``) each carry their own baked texture instead of vertex colours.
+    TexturedMesh frames (``export/texture.py``) each carry their own baked texture instead of vertex colours.
     """
     if not meshes:
         raise ValueError("write_flipbook_glb needs at least one mesh")
@@ -176,7 +176,7 @@ def write_morph_glb(track: TrackedMesh, path: str | Path, fps: float = 24.0,
                     textured: TexturedMesh | None = None) -> Path:
     """One mesh, one morph target per frame (frame k − frame 0), a LINEAR ``weights`` animation over k/fps.
 
-    With ``textured`` (the base mesh unwrapped by ``exporting/texture.py``) the mesh carries its UVs and texture; its
+    With ``textured`` (the base mesh unwrapped by ``export/texture.py``) the mesh carries its UVs and texture; its
     vertices (split along UV seams) take the morph offsets of their source vertices (``textured.vmapping``).
     """
     b = _Builder()

@@ -1,6 +1,6 @@
 """Meshes of a (dynamic) field: marching cubes of the density per time, and a topology-consistent tracked mesh.
 
-World coordinates throughout (+z up); ``exporting/gltf.py`` rotates to glTF's +y up on write.
+World coordinates throughout (+z up); ``export/gltf.py`` rotates to glTF's +y up on write.
 
 Per time τ (:func:`extract_mesh`):
 

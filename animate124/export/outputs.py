@@ -1,51 +1,22 @@
-"""``python -m animate124.export``: render a trained run along any camera path × time schedule.
+"""What a trained run is exported as: ``export(cfg)`` renders it along camera paths × time schedules to video /
+PNG frames (+ depth, alpha, contact sheet), extracts meshes (PLY + animated GLB) or writes the web viewer.
 
-Examples::
-
-    python -m animate124.export run_dir=outputs/cat                         # orbit while τ runs → videos/orbit.mp4
-    python -m animate124.export run_dir=outputs/cat path=turntable time.start=0.5 out=tt.gif
-    python -m animate124.export run_dir=outputs/cat path=fixed 'camera.views=[[0,0],[0,90]]' frames=64 fps=8
-    python -m animate124.export run_dir=outputs/cat path=keys.json out=frames/     # keyframe file → PNG frames
-    python -m animate124.export run_dir=outputs/fit cameras=data/transforms_test.json out=renders/   # D-NeRF file
-    python -m animate124.export run_dir=outputs/cat \
-        'instances=[{translation:[0,-0.6,0]},{translation:[0,0.6,0],time_offset:0.5}]'     # two copies, ½ cycle apart
-
-Keyframe files (``path=FILE.json``; Catmull-Rom through the keyframes, slerp for ``c2w`` rotations)::
-
-    {"keyframes": [{"elevation": 0, "azimuth": 0, "radius": 1.8, "fov": 40, "time": 0.0},
-                   {"elevation": 20, "azimuth": 180, "time": 0.5, "t": 0.6},
-                   {"elevation": 0, "azimuth": 360, "time": 1.0}]}
-
-(``t``: position in the video in [0, 1], default evenly spaced; ``time``: scene τ, default the time.* schedule;
-``c2w``: a 4×4 / 3×4 OpenGL camera-to-world instead of the spherical values.) A file with ``frames`` is read as a
-D-NeRF transforms file. Frame sizes are never changed (odd sizes are written as H.264 4:4:4).
-
-Meshes and the web viewer (``format=``)::
-
-    python -m animate124.export run_dir=outputs/cat format=mesh frames=24         # mesh_seq/frame_NNN.ply + animated.glb
-    python -m animate124.export run_dir=outputs/cat format=mesh mesh.mode=tracked  # one mesh, morph targets (shape keys)
-    python -m animate124.export run_dir=outputs/cat format=viewer                  # offline HTML player → <run_dir>/viewer
-
-(docs/mesh_export.md: the defaults, the axes, where ``mesh.mode=tracked`` fails, the viewer's controls.)
-
-Outputs: the rgb video/frames at ``out``, optionally ``<out>_depth`` / ``<out>_alpha`` and ``<out>_sheet.png``
-(contact sheet: sheet_views azimuths × sheet_times times). Config schema: ``animate124/config/export.py``.
+The library side of ``python -m animate124.export`` (export/__main__.py: the CLI and its examples); ``phases/all.py``
+(final video, GLB, viewer) and ``rerender`` (``build_paths``, ``make_renderer``, ``background_color``) call it too.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable
 
 import torch
 
 from animate124.config.export import ExportConfig
-from animate124.errors import Animate124Error, InputError
-from animate124.exporting.frames import ImageRenderer, render_path
-from animate124.exporting.scene import Scene, load_scene, resolve_device
-from animate124.exporting.writers import depth_to_gray, output_kind, sibling, tile, write_frames, write_png
+from animate124.errors import InputError
+from animate124.export.frames import ImageRenderer, render_path
+from animate124.export.scene import Scene, load_scene, resolve_device
+from animate124.export.writers import depth_to_gray, output_kind, sibling, tile, write_frames, write_png
 from animate124.io.run_dir import write_json_atomic
 from animate124.render.cameras import Cameras
 from animate124.render.paths import (
@@ -149,7 +120,8 @@ def make_renderer(cfg: ExportConfig, scene: Scene, device: torch.device) -> Imag
     return InstancesRenderer(instances, render_cfg).to(device)
 
 
-def _background(cfg: ExportConfig) -> torch.Tensor:
+def background_color(cfg: ExportConfig) -> torch.Tensor:
+    """``cfg.background`` as a [3] tensor (one-line error unless it is [r, g, b])."""
     if len(cfg.background) != 3:
         raise InputError(f"background must be [r, g, b] in [0, 1] (got {list(cfg.background)})")
     return torch.tensor([float(c) for c in cfg.background])
@@ -204,9 +176,9 @@ def _times(cfg: ExportConfig, n: int) -> list[float]:
 
 def export_mesh(cfg: ExportConfig, scene: Scene) -> list[Path]:
     """``format=mesh``: ``out`` (default <run_dir>/mesh)/mesh_seq/frame_NNN.ply, animated.glb, mesh_report.json."""
-    from animate124.exporting import gltf
-    from animate124.exporting.mesh import extract_mesh, mesh_volume, track_mesh, voxel_size, write_ply
-    from animate124.exporting.texture import bake_texture
+    from animate124.export import gltf
+    from animate124.export.mesh import extract_mesh, mesh_volume, track_mesh, voxel_size, write_ply
+    from animate124.export.texture import bake_texture
 
     m = cfg.mesh
     mode = str(getattr(m.mode, "value", m.mode))
@@ -266,13 +238,13 @@ def export(cfg: ExportConfig, scene: Scene | None = None) -> list[Path]:
         return export_mesh(cfg, scene)
     renderer = make_renderer(cfg, scene, device)
     if cfg.format == "viewer":
-        from animate124.exporting.viewer import write_viewer
+        from animate124.export.viewer import write_viewer
 
         out = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "viewer"
         return write_viewer(cfg, scene, renderer, out)
     if cfg.cameras:
         return export_cameras_file(cfg, scene, renderer)
-    background = _background(cfg)
+    background = background_color(cfg)
     paths = build_paths(cfg)
     name = paths[0][0] if len(paths) == 1 else cfg.path
     out = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "videos" / f"{name}.mp4"
@@ -287,33 +259,3 @@ def export(cfg: ExportConfig, scene: Scene | None = None) -> list[Path]:
         written.append(write_png(sibling(out, "sheet", ".png"), contact_sheet(cfg, renderer, background)))
     return written
 
-
-def run_cli(config_name: str, job: Callable[[Any], Iterable[Path]]) -> None:
-    """Hydra entry point of the output commands (export, rerender): compose ``configs/<config_name>.yaml``, run
-    ``job(config)``, print each written path; an Animate124Error becomes one line and its exit code."""
-    import hydra
-    from omegaconf import OmegaConf
-
-    import animate124.config.store  # noqa: F401  (registers the schemas)
-
-    @hydra.main(config_path="pkg://animate124.configs", config_name=config_name, version_base="1.3")
-    def _run(dcfg) -> None:
-        cfg: Any = OmegaConf.to_object(dcfg)
-        try:
-            for p in job(cfg):
-                print(p)
-        except Animate124Error as exc:
-            if cfg.debug:
-                raise
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(exc.exit_code)
-
-    _run()
-
-
-def main() -> None:
-    """Hydra entry point (config ``configs/export.yaml``)."""
-    run_cli("export", export)
-
-if __name__ == "__main__":
-    main()
