@@ -29,16 +29,18 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _build(kind: str, args: argparse.Namespace, models_cfg: ModelsConfig, device: torch.device):
+    from animate124.guidance.base import TermInputs
+
     if kind == "text":
-        from animate124.guidance.video import build_video_guidance
+        from animate124.guidance.video import VideoSDS
 
         cfg = VideoGuidanceConfig(height=args.video_size, width=args.video_size)
-        return build_video_guidance(cfg, "a panda is dancing", models_cfg, device)
+        return VideoSDS(cfg, TermInputs(device=device, models_cfg=models_cfg, prompt="a panda is dancing"))
     from animate124.guidance.image_video import ImageVideoGuidance
 
-    term = ImageVideoGuidance(ImageVideoGuidanceConfig(height=args.svd_size, width=args.svd_size), models_cfg, device)
-    term.set_reference(torch.rand(3, args.svd_size, args.svd_size, device=device))
-    return term
+    ref = torch.rand(3, args.svd_size, args.svd_size, device=device)
+    return ImageVideoGuidance(ImageVideoGuidanceConfig(height=args.svd_size, width=args.svd_size),
+                              TermInputs(device=device, models_cfg=models_cfg, reference=ref))
 
 
 def bench(kind: str, args: argparse.Namespace) -> dict[str, float | str | int]:

@@ -8,7 +8,8 @@ import torch
 from animate124.config.guidance import ControlNetGuidanceConfig, Weighting
 from animate124.config.schema import ModelsConfig
 from animate124.errors import ConfigError
-from animate124.guidance.controlnet import build_controlnet_guidance, even_frames
+from animate124.guidance.base import TermInputs
+from animate124.guidance.controlnet import ControlNetTileGuidance, even_frames
 from animate124.guidance.textual_inversion import save_learned_embeds
 from animate124.types import GuidanceContext
 
@@ -24,7 +25,8 @@ def shared_term(tmp_path_factory):
     embeds = save_learned_embeds(tmp / "learned_embeds.safetensors", {"_tok_": torch.randn(32)})
     cfg = dataclasses.replace(ControlNetGuidanceConfig(), size=SIZE)
     # tiny models from $ANIMATE124_CACHE (conftest: a temp dir shared by the test files)
-    return build_controlnet_guidance(cfg, ModelsConfig(kind="tiny"), "a _tok_ is dancing", embeds, "cpu")
+    return ControlNetTileGuidance(cfg, TermInputs(models_cfg=ModelsConfig(kind="tiny"), prompt="a _tok_ is dancing",
+                                                 learned_embeds=embeds))
 
 
 def _term(term, **kw):

@@ -122,10 +122,11 @@ def test_textual_inversion_phase_keeps_everything_on_its_device(tmp_path, tiny_m
 def test_image_video_loss_comes_back_on_the_images_device(tiny_models):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    from animate124.guidance.base import TermInputs
     from animate124.guidance.image_video import ImageVideoGuidance
 
-    term = ImageVideoGuidance(ImageVideoGuidanceConfig(height=32, width=32), tiny_models, "cpu")
-    term.set_reference(torch.rand(3, 32, 32))
+    term = ImageVideoGuidance(ImageVideoGuidanceConfig(height=32, width=32),
+                              TermInputs(models_cfg=tiny_models, reference=torch.rand(3, 32, 32)))
     e = torch.zeros(1, 2)
     ctx = GuidanceContext(step=0, elevation=e, azimuth=e, radius=e + 1.8, times=e)
     with FakeTensorMode(allow_non_fake_inputs=True):

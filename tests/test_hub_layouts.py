@@ -17,6 +17,7 @@ from animate124.config.guidance import (
 )
 from animate124.config.schema import ModelsConfig, ModelsKind
 from animate124.guidance import models as M
+from animate124.guidance.base import TermInputs
 from animate124.types import GuidanceContext
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hub_layouts"
@@ -121,34 +122,36 @@ def test_zero123_xl_loads_its_clip_camera_projection(hub):
     from animate124.guidance.zero123 import CLIPCameraProjection, Zero123Guidance
 
     cfg = Zero123GuidanceConfig(model=str(hub["bennyguo--zero123-xl-diffusers"]), resolution=64)
-    term = Zero123Guidance(cfg, torch.rand(3, 64, 64), PRETRAINED)
+    term = Zero123Guidance(cfg, TermInputs(models_cfg=PRETRAINED, reference=torch.rand(3, 64, 64)))
     assert isinstance(term.cc_projection, CLIPCameraProjection)
     out = term(torch.rand(1, 1, 3, 32, 32, requires_grad=True), _ctx())
     assert torch.isfinite(out.loss)
 
 
 def test_sd15_and_controlnet_tile_load(hub):
-    from animate124.guidance.controlnet import build_controlnet_guidance
+    from animate124.guidance.controlnet import ControlNetTileGuidance
     from animate124.guidance.stable_diffusion import StableDiffusionGuidance
 
     sd_root = str(hub["stable-diffusion-v1-5--stable-diffusion-v1-5"])
-    term = StableDiffusionGuidance(StableDiffusionGuidanceConfig(model=sd_root, resolution=64), "a panda", PRETRAINED)
+    term = StableDiffusionGuidance(StableDiffusionGuidanceConfig(model=sd_root, resolution=64),
+                                   TermInputs(models_cfg=PRETRAINED, prompt="a panda"))
     assert term.cond_embs.shape[-1] == M.TINY_DIM
     cn_cfg = ControlNetGuidanceConfig(model=str(hub["lllyasviel--control_v11f1e_sd15_tile"]), base_model=sd_root,
                                       size=64)
-    cn = build_controlnet_guidance(cn_cfg, PRETRAINED, "a panda", None, "cpu")
+    cn = ControlNetTileGuidance(cn_cfg, TermInputs(models_cfg=PRETRAINED, prompt="a panda"))
     assert type(cn.controlnet).__name__ == "ControlNetModel"
 
 
 def test_text_to_video_and_svd_load(hub):
     from animate124.guidance.image_video import ImageVideoGuidance
-    from animate124.guidance.video import build_video_guidance
+    from animate124.guidance.video import VideoSDS
 
-    video = build_video_guidance(VideoGuidanceConfig(model=str(hub["damo-vilab--text-to-video-ms-1.7b"]), height=64,
-                                                     width=64), "a panda is dancing", PRETRAINED)
+    video = VideoSDS(VideoGuidanceConfig(model=str(hub["damo-vilab--text-to-video-ms-1.7b"]), height=64, width=64),
+                     TermInputs(models_cfg=PRETRAINED, prompt="a panda is dancing"))
     assert type(video.unet).__name__ == "UNet3DConditionModel"
     svd = ImageVideoGuidance(ImageVideoGuidanceConfig(model=str(hub["stabilityai--stable-video-diffusion-img2vid"]),
-                                                      height=32, width=32), PRETRAINED)
+                                                      height=32, width=32),
+                             TermInputs(models_cfg=PRETRAINED, reference=torch.rand(3, 32, 32)))
     assert type(svd.vae).__name__ == "AutoencoderKLTemporalDecoder"
 
 
@@ -162,4 +165,5 @@ def test_a_wrong_subfolder_fails_on_the_cpu(hub, tmp_path):
     shutil.copytree(hub["bennyguo--zero123-xl-diffusers"], broken)
     shutil.rmtree(broken / "clip_camera_projection")
     with pytest.raises(MissingWeightsError, match="clip_camera_projection"):
-        Zero123Guidance(Zero123GuidanceConfig(model=str(broken), resolution=64), torch.rand(3, 64, 64), PRETRAINED)
+        Zero123Guidance(Zero123GuidanceConfig(model=str(broken), resolution=64),
+                        TermInputs(models_cfg=PRETRAINED, reference=torch.rand(3, 64, 64)))

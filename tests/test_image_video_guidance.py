@@ -8,6 +8,7 @@ import torch
 
 from animate124.config.guidance import ImageVideoGuidanceConfig, Weighting
 from animate124.config.schema import ModelsConfig, ModelsKind
+from animate124.guidance.base import TermInputs
 from animate124.guidance.image_video import (
     ImageVideoGuidance,
     edm_coefficients,
@@ -40,7 +41,9 @@ def _swapped_unet(term, unet):
 def term(tmp_path_factory):
     cfg = ImageVideoGuidanceConfig(height=32, width=32, cfg_scale=3.0)
     models_cfg = ModelsConfig(kind=ModelsKind.tiny, cache_dir=str(tmp_path_factory.mktemp("tiny")))
-    return ImageVideoGuidance(cfg, models_cfg, device="cpu", seed=0)
+    # keep_image_encoder: these tests condition the same term on several references
+    inputs = TermInputs(models_cfg=models_cfg, reference=torch.rand(3, 32, 32), seed=0, keep_image_encoder=True)
+    return ImageVideoGuidance(cfg, inputs)
 
 
 def test_edm_coefficients_hand_values():
@@ -83,7 +86,7 @@ class _OracleUNet(torch.nn.Module):
 def test_converted_sds_gradient_equals_eps_parameterised(term):
     """SDS gradient through the class's v→ε path equals the ε-form analytic denoiser's, for the same t and noise."""
     target = torch.randn(1, 4, 4, 4, 4)
-    term.set_reference(torch.rand(3, 32, 32))
+    term.reference = term.condition(torch.rand(3, 32, 32))
     latents = torch.randn(1, 4, 4, 4, 4, requires_grad=True)
     noise = torch.randn_like(latents)
 
@@ -115,7 +118,7 @@ def test_conditioning_image_reaches_the_model(term):
     ref_a, ref_b = torch.rand(3, 32, 32), torch.rand(3, 32, 32)
 
     def grad_for(ref):
-        term.set_reference(ref)
+        term.reference = term.condition(ref)
         frames.grad = None
         out = term(frames, _ctx(step=3))
         out.loss.backward()
@@ -136,7 +139,7 @@ def test_unconditional_branch_zeroes_both_streams(term):
             seen.update(sample=sample, ehs=encoder_hidden_states, ids=added_time_ids, t=timestep)
             return SimpleNamespace(sample=torch.zeros_like(sample[:, :, :4]))
 
-    term.set_reference(torch.rand(3, 32, 32))
+    term.reference = term.condition(torch.rand(3, 32, 32))
     z_t = torch.randn(1, 4, 4, 4, 4)
     with _swapped_unet(term, Spy()):
         term.predict_eps(z_t, torch.tensor([500]))
@@ -166,3 +169,30 @@ def test_per_frame_guidance_ramp(term, monkeypatch):
     assert term._guidance_scales(4).flatten().tolist() == [3.0] * 4
     monkeypatch.setattr(term.cfg, "cfg_ramp_min", 1.0)
     assert term._guidance_scales(3).flatten().tolist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("force_upcast", [True, False])
+def test_fp16_vae_is_upcast_for_the_reference_encode(term, force_upcast):
+    """Like diffusers' StableVideoDiffusionPipeline: an fp16 VAE with ``config.force_upcast`` encodes the reference in
+    fp32 and is cast back to fp16 afterwards (CPU: a spy records the dtypes instead of running an fp16 encoder)."""
+    vae = term.vae
+    seen = {}
+
+    def spy(x):
+        seen.update(param=next(vae.parameters()).dtype, input=x.dtype)
+        return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: torch.zeros(1, 4, 4, 4, dtype=x.dtype)))
+
+    vae.to(dtype=torch.float16)
+    vae.register_to_config(force_upcast=force_upcast)
+    vae.encode = spy
+    try:
+        cond = term._encode_reference(torch.rand(1, 3, 32, 32) * 2 - 1)
+        after = next(vae.parameters()).dtype
+    finally:
+        del vae.encode
+        vae.register_to_config(force_upcast=True)
+        vae.to(dtype=torch.float32)
+    expected = torch.float32 if force_upcast else torch.float16
+    assert seen == {"param": expected, "input": expected if force_upcast else term.model_dtype}
+    assert cond.dtype == torch.float32
+    assert after == torch.float16, "the VAE is cast back to fp16 after the reference encode"

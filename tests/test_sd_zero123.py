@@ -8,6 +8,7 @@ import torch
 from animate124.config.guidance import StableDiffusionGuidanceConfig, Zero123GuidanceConfig
 from animate124.config.schema import ModelsConfig, ModelsKind
 from animate124.errors import ConfigError
+from animate124.guidance.base import TermInputs
 from animate124.guidance.stable_diffusion import StableDiffusionGuidance, view_weights
 from animate124.guidance.zero123 import (
     CCProjection,
@@ -65,7 +66,7 @@ def tiny_models(tmp_path_factory):
 
 def test_sd_term_tiny_gradient_flows(tiny_models):
     cfg = StableDiffusionGuidanceConfig(resolution=64)
-    term = StableDiffusionGuidance(cfg, "a panda", tiny_models)
+    term = StableDiffusionGuidance(cfg, TermInputs(models_cfg=tiny_models, prompt="a panda"))
     assert term.prompt == "a panda, 8k, good quality"
     assert not any(p.requires_grad for p in term.parameters())
     # interpolated embeddings: exactly the front one at Δφ = 0, the mean of front/side at 45°
@@ -82,7 +83,7 @@ def test_sd_term_tiny_gradient_flows(tiny_models):
 def test_zero123_term_tiny(tiny_models, tmp_path):
     cfg = Zero123GuidanceConfig(resolution=64)
     ref = torch.rand(3, 48, 48)
-    term = Zero123Guidance(cfg, ref, tiny_models)
+    term = Zero123Guidance(cfg, TermInputs(models_cfg=tiny_models, reference=ref))
     assert term.clip_emb.shape == (1, 1, 32) and term.ref_latent.shape == (1, 4, 8, 8)
     img = torch.rand(2, 1, 3, 32, 32, requires_grad=True)
     out = term(img, _ctx([0.0, 0.0], [90.0, 0.0]))

@@ -63,7 +63,7 @@ def test_video_sds_reproduces_every_frame():
     cams = reference_camera(SIZE)
     target = _target_clip()
     acp = sd_alphas_cumprod()
-    term = VideoSDS(
+    term = VideoSDS.from_parts(
         VideoGuidanceConfig(height=SIZE, width=SIZE, cfg_scale=101.0),
         ExactVideoDenoiser(target.permute(0, 2, 1, 3, 4) * 2.0 - 1.0, acp),  # pixel-space latents [1, 3, F, H, W]
         None,

@@ -9,12 +9,12 @@ from torch import nn
 
 from animate124.config.guidance import VideoGuidanceConfig, ViewText
 from animate124.config.schema import ModelsConfig
+from animate124.guidance.base import TermInputs
 from animate124.guidance.models import sd_scheduler, tiny_dir
 from animate124.guidance.sds import guided_sds
 from animate124.guidance.video import (
     PromptEmbeddings,
     VideoSDS,
-    build_video_guidance,
     grad_frame_mask,
     interpolate_view_embeddings,
 )
@@ -66,7 +66,7 @@ def _emb(d=4):
 
 def _term(**kw):
     cfg = VideoGuidanceConfig(height=16, width=24, **kw)
-    return VideoSDS(cfg, RecordingUNet(), PoolVAE(), sd_scheduler().alphas_cumprod, _emb(),
+    return VideoSDS.from_parts(cfg, RecordingUNet(), PoolVAE(), sd_scheduler().alphas_cumprod, _emb(),
                     generator=torch.Generator().manual_seed(0))
 
 
@@ -147,7 +147,8 @@ def test_tiny_models_through_loading_path():
     # from_pretrained.
     models = ModelsConfig(kind="tiny")
     cfg = VideoGuidanceConfig(height=64, width=64)
-    term = build_video_guidance(cfg, "a cat is waving", models, generator=torch.Generator().manual_seed(0))
+    inputs = TermInputs(models_cfg=models, prompt="a cat is waving", generator=torch.Generator().manual_seed(0))
+    term = VideoSDS(cfg, inputs)
     assert (tiny_dir(cfg.model, models) / "unet" / "config.json").is_file()
     images = torch.rand(1, 4, 3, 32, 32, requires_grad=True)
     out = term(images, _ctx(1, 4))

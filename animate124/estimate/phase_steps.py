@@ -25,8 +25,10 @@ MODEL_BUILDERS = {
 }
 """Model key → meta builder (the TI text encoder runs in fp32: only its one token row trains)."""
 
-EXTRA_MODELS = {"zero123": ["z123_clip", "z123_proj"], "svd": ["svd_clip"]}
-"""Models a term keeps resident without running them every step (Zero123's image encoder, SVD's)."""
+EXTRA_MODELS = {"zero123": ["z123_proj"]}
+"""Models a term keeps resident without running them every step (Zero123's pose projection). The image encoders of
+Zero123 and SVD are not: they move to the CPU once the reference embedding is computed
+(guidance/base.py::TermInputs.offload_image_encoder)."""
 
 
 @dataclass

@@ -1,19 +1,85 @@
 """The guidance-term protocol (DESIGN.md §4): ``term(images, ctx) -> GuidanceOutput``.
 
 A term owns frozen pretrained models (``requires_grad=False``, eval mode); gradients flow only into ``images``.
-Subclasses implement :meth:`GuidanceTerm.forward`. Helpers here are shared by every term:
-:meth:`GuidanceTerm.freeze`, :func:`resize_frames`, :func:`vae_encode`, :func:`resolve_device`.
+Every term is built the same way, ``Term(cfg, inputs)``: its config (``config/guidance.py``) and the
+:class:`TermInputs` of the phase (device, models, prompt, reference image, seed, token file); the factory
+(``guidance/factory.py``) picks the class from the config. Subclasses implement :meth:`GuidanceTerm.forward`.
+Helpers here are shared by every term: :meth:`GuidanceTerm.freeze`, :func:`resize_frames`, :func:`vae_encode`,
+:func:`resolve_device`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Protocol, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from animate124.config.schema import ModelsConfig
+from animate124.errors import InputError
 from animate124.types import GuidanceContext, GuidanceOutput
+
+
+class ReferenceViewsLike(Protocol):
+    """What a term reads of the reference at one size (``data.reference.ReferenceViews``)."""
+
+    @property
+    def rgb(self) -> Tensor:
+        """[3, S, S] in [0, 1], composited on white."""
+        ...
+
+
+class ReferenceLike(Protocol):
+    """A reference image a term can ask for at its own resolution (``data.reference.ReferenceImage``)."""
+
+    def at(self, size: int) -> ReferenceViewsLike: ...
+
+
+@dataclass(frozen=True, eq=False)
+class TermInputs:
+    """What guidance terms take from the phase that builds them (the same value for every term of a phase)."""
+
+    device: Union[str, torch.device] = "cpu"
+    """The run's device (a term's ``cfg.device`` overrides it)."""
+    models_cfg: Optional[ModelsConfig] = None
+    """pretrained | tiny | random and the cache dir (None = pretrained defaults)."""
+    prompt: str = ""
+    """The text of text-conditioned terms: the static prompt (static phase), the motion prompt (dynamic phase), the
+    prompt with the learned token (refine's ControlNet term). Terms append their own ``prompt_suffix``."""
+    reference: Optional[Union[Tensor, ReferenceLike]] = None
+    """The reference image: a ``ReferenceImage``-like object (each term takes it at its own resolution), or an
+    already sized ``[3, H, W]`` RGB tensor in [0, 1] on white, used as given."""
+    seed: int = 0
+    """Seed of a term's fixed draws (the SVD conditioning's noise augmentation)."""
+    learned_embeds: Optional[Union[str, Path]] = None
+    """Textual-inversion token file ({token: tensor}) of the ControlNet term; None = no token."""
+    generator: Optional[torch.Generator] = None
+    """RNG of the text-to-video term (timesteps, noise, VAE sample; None = the global RNG)."""
+    keep_image_encoder: bool = False
+    """Keep image encoders on the device after the reference embedding (True when more references follow: the
+    rerender's one-per-keyframe conditioning); False moves them to the CPU (:meth:`offload_image_encoder`)."""
+
+    def reference_rgb(self, term: str, size: int) -> Tensor:
+        """The reference RGB for ``term`` at ``size``² (a tensor reference is returned as given).
+
+        Raises:
+            InputError: no reference image (a term conditioned on the input image cannot be built without one).
+        """
+        if self.reference is None:
+            raise InputError(f"guidance term {term!r} is conditioned on the reference image, but none was given: "
+                             f"pass image=<path> (or case=<name>), or set guidance.{term}.enabled=false")
+        if isinstance(self.reference, Tensor):
+            return self.reference
+        return self.reference.at(size).rgb
+
+    def offload_image_encoder(self, module: nn.Module) -> None:
+        """Move an image encoder to the CPU once its reference embedding is computed (it is not run per step),
+        unless ``keep_image_encoder`` (more references follow). Its weights and dtype are unchanged."""
+        if not self.keep_image_encoder:
+            module.to("cpu")
 
 
 class GuidanceTerm(nn.Module):

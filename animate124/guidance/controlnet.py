@@ -8,7 +8,8 @@ resolution"), conditioning scale 1. Standard CFG (7.5), weighting from the confi
 original's x0-target loss), and, unlike the original, λ = ``weight`` is applied (spec §14.12).
 
 Example:
-    >>> term = build_controlnet_guidance(cfg.guidance.controlnet, cfg.models, "a _panda_ is dancing", embeds, "cuda")
+    >>> inputs = TermInputs(device="cuda", models_cfg=cfg.models, prompt="a _panda_ is dancing", learned_embeds=embeds)
+    >>> term = ControlNetTileGuidance(cfg.guidance.controlnet, inputs)
     >>> idx = term.frame_indices(16)                       # [0, 8]
     >>> out = term(video, GuidanceContext(..., control_images=frozen_render[:, idx]))
 """
@@ -16,8 +17,6 @@ Example:
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 from animate124.config.guidance import ControlNetGuidanceConfig
 from animate124.config.schema import ModelsConfig
 from animate124.errors import ConfigError
-from animate124.guidance.base import GuidanceTerm, check_images, resize_frames, resolve_device, vae_encode
+from animate124.guidance.base import GuidanceTerm, TermInputs, check_images, resize_frames, resolve_device, vae_encode
 from animate124.guidance.models import (
     encode_prompts,
     load,
@@ -72,18 +71,56 @@ class ControlNetTileGuidance(GuidanceTerm):
     """ControlNet-Tile SDS term; all models frozen.
 
     Args:
-        cfg: the term's config (frames, size, CFG, t range, weighting, weight, conditioning scale).
-        vae, unet, controlnet: SD-1.5 VAE/UNet and the tile ControlNet (same device and dtype).
-        alphas_cumprod: [T] ᾱ of SD's scheduler.
-        unet_embeddings: [2, 77, D] (negative, prompt-with-token) text embeddings for the UNet.
-        control_embeddings: [2, 77, D] (negative, control prompt) embeddings for the ControlNet branch.
+        cfg: term config (``cfg.device`` overrides ``inputs.device``).
+        inputs: the phase's inputs: ``prompt`` (the UNet prompt containing the token, without suffix, e.g.
+            "a _panda_dance_ is dancing"), ``learned_embeds`` (token file {token: tensor}; None = no token: the
+            prompt is used as is and a warning is logged), ``models_cfg``, ``device``.
+
+    Loads SD-1.5 + the tile ControlNet through ``guidance.models.load``, adds the TI token and encodes the prompts;
+    :meth:`from_parts` builds the term around given components.
     """
 
     name = "controlnet"
 
-    def __init__(self, cfg: ControlNetGuidanceConfig, vae: nn.Module, unet: nn.Module, controlnet: nn.Module,
-                 alphas_cumprod: Tensor, unet_embeddings: Tensor, control_embeddings: Tensor) -> None:
+    def __init__(self, cfg: ControlNetGuidanceConfig, inputs: TermInputs) -> None:
+        from diffusers import ControlNetModel
+
         super().__init__()
+        models_cfg, prompt, learned_embeds = inputs.models_cfg, inputs.prompt, inputs.learned_embeds
+        device = resolve_device(cfg.device, inputs.device)
+        dtype = resolve_dtype((models_cfg or ModelsConfig()).dtype, device)
+        sd = load_sd_components(cfg.base_model, models_cfg, device, dtype)
+        controlnet = load(ControlNetModel, cfg.model, None, dtype, models_cfg, tiny_controlnet, random_controlnet,
+                          device)
+        if learned_embeds is not None:
+            token = load_token(sd.tokenizer, sd.text_encoder, learned_embeds)
+            if token not in prompt:
+                log.warning("ControlNet prompt %r does not contain the learned token %r", prompt, token)
+        else:
+            log.warning("ControlNet guidance without a learned token: the prompt %r is used as is", prompt)
+        unet_emb = encode_prompts(sd.tokenizer, sd.text_encoder, [cfg.negative_prompt, prompt + cfg.prompt_suffix])
+        cn_emb = encode_prompts(sd.tokenizer, sd.text_encoder, [cfg.negative_prompt, cfg.control_prompt])
+        self._setup(cfg, sd.vae, sd.unet, controlnet, sd.scheduler.alphas_cumprod, unet_emb, cn_emb)
+
+    @classmethod
+    def from_parts(cls, cfg: ControlNetGuidanceConfig, vae: nn.Module, unet: nn.Module, controlnet: nn.Module,
+                   alphas_cumprod: Tensor, unet_embeddings: Tensor, control_embeddings: Tensor) -> "ControlNetTileGuidance":
+        """The term around given components.
+
+        Args:
+            cfg: the term's config (frames, size, CFG, t range, weighting, weight, conditioning scale).
+            vae, unet, controlnet: SD-1.5 VAE/UNet and the tile ControlNet (same device and dtype).
+            alphas_cumprod: [T] ᾱ of SD's scheduler.
+            unet_embeddings: [2, 77, D] (negative, prompt-with-token) text embeddings for the UNet.
+            control_embeddings: [2, 77, D] (negative, control prompt) embeddings for the ControlNet branch.
+        """
+        term = cls.__new__(cls)
+        GuidanceTerm.__init__(term)
+        term._setup(cfg, vae, unet, controlnet, alphas_cumprod, unet_embeddings, control_embeddings)
+        return term
+
+    def _setup(self, cfg: ControlNetGuidanceConfig, vae: nn.Module, unet: nn.Module, controlnet: nn.Module,
+               alphas_cumprod: Tensor, unet_embeddings: Tensor, control_embeddings: Tensor) -> None:
         self.cfg = cfg
         self.vae, self.unet, self.controlnet = vae, unet, controlnet
         self.alphas_cumprod: Tensor
@@ -160,38 +197,4 @@ class ControlNetTileGuidance(GuidanceTerm):
         return GuidanceOutput(loss=res.loss.to(out_device), stats=res.stats(self.name))
 
 
-def build_controlnet_guidance(
-    cfg: ControlNetGuidanceConfig,
-    models_cfg: Optional[ModelsConfig],
-    prompt: str,
-    learned_embeds: Optional[Union[str, Path]],
-    device: Union[str, torch.device],
-) -> ControlNetTileGuidance:
-    """Load SD-1.5 + the tile ControlNet through ``guidance.models.load``, add the TI token, encode the prompts.
-
-    Args:
-        cfg: term config (``cfg.device`` overrides ``device``).
-        models_cfg: pretrained | tiny | random.
-        prompt: UNet prompt containing the token, without suffix (e.g. "a _panda_dance_ is dancing").
-        learned_embeds: token file ({token: tensor}); None = no token (prompt used as is, a warning is logged).
-        device: the run's device.
-    """
-    from diffusers import ControlNetModel
-
-    device = resolve_device(cfg.device, device)
-    dtype = resolve_dtype((models_cfg or ModelsConfig()).dtype, device)
-    sd = load_sd_components(cfg.base_model, models_cfg, device, dtype)
-    controlnet = load(ControlNetModel, cfg.model, None, dtype, models_cfg, tiny_controlnet, random_controlnet, device)
-    if learned_embeds is not None:
-        token = load_token(sd.tokenizer, sd.text_encoder, learned_embeds)
-        if token not in prompt:
-            log.warning("ControlNet prompt %r does not contain the learned token %r", prompt, token)
-    else:
-        log.warning("ControlNet guidance without a learned token: the prompt %r is used as is", prompt)
-    unet_emb = encode_prompts(sd.tokenizer, sd.text_encoder, [cfg.negative_prompt, prompt + cfg.prompt_suffix])
-    cn_emb = encode_prompts(sd.tokenizer, sd.text_encoder, [cfg.negative_prompt, cfg.control_prompt])
-    return ControlNetTileGuidance(cfg, sd.vae, sd.unet, controlnet, sd.scheduler.alphas_cumprod, unet_emb, cn_emb)
-
-
-__all__ = ["ControlNetTileGuidance", "build_controlnet_guidance", "even_frames", "tiny_controlnet",
-                      "random_controlnet"]
+__all__ = ["ControlNetTileGuidance", "even_frames", "random_controlnet", "tiny_controlnet"]

@@ -41,6 +41,7 @@ Conditioning (checked against the diffusers 0.42 pipeline and sgm's svd.yaml)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -50,6 +51,7 @@ from animate124.config.guidance import ImageVideoGuidanceConfig
 from animate124.config.schema import ModelsConfig
 from animate124.guidance.base import (
     GuidanceTerm,
+    TermInputs,
     check_images,
     clip_normalize,
     resize_frames,
@@ -84,39 +86,61 @@ VPredictor = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 """``(sample [B, F, 2C, h, w], timestep [B], encoder_hidden_states [B, 1, D], added_time_ids [B, 3]) → v``."""
 
 
+@dataclass(frozen=True, eq=False)
+class SVDCondition:
+    """The conditioning of one reference image (:meth:`ImageVideoGuidance.condition`)."""
+
+    embeds: Tensor
+    """[1, 1, D] fp32 CLIP image embedding (cross-attention)."""
+    latent: Tensor
+    """[1, 4, h, w] fp32 unscaled VAE posterior mode of the noise-augmented image (concatenated to every frame)."""
+
+
 class ImageVideoGuidance(GuidanceTerm):
     """SDS from Stable Video Diffusion conditioned on the reference image.
 
     Args:
         cfg: the term's settings (``guidance.image_video``).
-        models_cfg: how models are obtained (pretrained | tiny | random).
-        device: the run's device (``cfg.device`` overrides it).
-        seed: seed of the conditioning noise augmentation (fixed, so the same reference gives the same condition).
+        inputs: the phase's inputs: ``reference`` (required; taken at max(height, width)), ``models_cfg``,
+            ``device`` (``cfg.device`` overrides it), ``seed`` (of the conditioning noise augmentation: the same
+            reference gives the same condition), ``keep_image_encoder``.
+
+    The reference's conditioning is computed here (:attr:`reference`); the CLIP image encoder then moves to the CPU
+    unless ``inputs.keep_image_encoder`` (the rerender conditions on one keyframe per segment with
+    :meth:`condition` and passes the value to :meth:`predict_eps`).
     """
 
     name = "image_video"
 
-    def __init__(self, cfg: ImageVideoGuidanceConfig, models_cfg: ModelsConfig, device: str | torch.device = "cpu",
-                 seed: int = 0) -> None:
+    def __init__(self, cfg: ImageVideoGuidanceConfig, inputs: TermInputs) -> None:
         super().__init__()
         from animate124.guidance import svd_models
 
+        image = inputs.reference_rgb(self.name, max(cfg.height, cfg.width))
         self.cfg = cfg
-        dev = resolve_device(cfg.device, device)
-        parts = svd_models.load_svd(cfg.model, models_cfg, dev)
+        dev = resolve_device(cfg.device, inputs.device)
+        parts = svd_models.load_svd(cfg.model, inputs.models_cfg or ModelsConfig(), dev)
         self.unet, self.vae, self.image_encoder = parts.unet, parts.vae, parts.image_encoder
         self.alphas_cumprod: Tensor
         self.register_buffer("alphas_cumprod", parts.alphas_cumprod.float(), persistent=False)
         self.sampler = TimestepSampler(len(parts.alphas_cumprod), cfg.t_min, cfg.t_max)
-        self.seed = seed
+        self.seed = inputs.seed
         self.model_dtype: torch.dtype = next(parts.unet.parameters()).dtype
         self.freeze()
         self.to(dev)
-        self._cond: Optional[tuple[Tensor, Tensor]] = None
+        self._encoder_offloaded = False
+        self.reference: SVDCondition = self.condition(image)
+        """The conditioning of the phase's reference image (what :meth:`forward` uses)."""
+        inputs.offload_image_encoder(self.image_encoder)
+        self._encoder_offloaded = not inputs.keep_image_encoder
 
     @torch.no_grad()
-    def set_reference(self, image: Tensor) -> None:
-        """Compute both conditioning streams from the reference image [3, H, W] in [0, 1] on white."""
+    def condition(self, image: Tensor) -> SVDCondition:
+        """Both conditioning streams of a reference image [3, H, W] in [0, 1] on white (pure: the term is unchanged;
+        the noise augmentation draws from its own generator seeded with ``seed``)."""
+        if self._encoder_offloaded:
+            raise RuntimeError("the SVD image encoder was moved to the CPU after the reference embedding; build the "
+                               "term with TermInputs(keep_image_encoder=True) to condition on more images")
         img = image.reshape(1, *image.shape[-3:]).to(self.device, torch.float32)
         embeds = self.image_encoder(clip_normalize(img, 224, "bilinear").to(self.model_dtype)).image_embeds  # [1, D]
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
@@ -124,8 +148,23 @@ class ImageVideoGuidance(GuidanceTerm):
         noisy = small * 2.0 - 1.0
         noisy = noisy + self.cfg.noise_aug_strength * torch.randn(noisy.shape, generator=gen).to(noisy)
         # The conditioning latent is the *unscaled* posterior mode of the noise-augmented image (sgm scale_factor 1.0).
-        latent = self.vae.encode(noisy.to(self.model_dtype)).latent_dist.mode().float()
-        self._cond = (embeds.float().unsqueeze(1), latent)
+        latent = self._encode_reference(noisy)
+        return SVDCondition(embeds=embeds.float().unsqueeze(1), latent=latent)
+
+    def _encode_reference(self, noisy: Tensor) -> Tensor:
+        """VAE posterior mode (fp32) of the [1, 3, h, w] image in [-1, 1]. Like diffusers'
+        StableVideoDiffusionPipeline, an fp16 VAE whose config sets ``force_upcast`` encodes in fp32 and is cast
+        back to fp16 afterwards (the fp16 SVD VAE encoder overflows)."""
+        vae = self.vae
+        upcast = next(vae.parameters()).dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+        if upcast:
+            vae.to(dtype=torch.float32)
+        try:
+            dtype = torch.float32 if upcast else self.model_dtype
+            return vae.encode(noisy.to(dtype)).latent_dist.mode().float()
+        finally:
+            if upcast:
+                vae.to(dtype=torch.float16)
 
     def _time_ids(self, batch: int) -> Tensor:
         ids = [self.cfg.fps - 1, self.cfg.motion_bucket_id, self.cfg.noise_aug_strength]
@@ -161,11 +200,11 @@ class ImageVideoGuidance(GuidanceTerm):
         z = z.index_put((rest_t.to(z.device),), z_rest)
         return z.reshape(b, f, *z.shape[1:])
 
-    def predict_eps(self, z_t: Tensor, t: Tensor) -> Tensor:
-        """Guided ε̂ for VP latents z_t [B, F, 4, h, w] at integer timesteps t [B] (both CFG branches in one batch)."""
-        if self._cond is None:
-            raise RuntimeError("call set_reference(image) before using the image-conditioned video guidance")
-        embeds, latent = self._cond
+    def predict_eps(self, z_t: Tensor, t: Tensor, reference: Optional[SVDCondition] = None) -> Tensor:
+        """Guided ε̂ for VP latents z_t [B, F, 4, h, w] at integer timesteps t [B] (both CFG branches in one batch),
+        conditioned on ``reference`` (a :meth:`condition` value; default: :attr:`reference`)."""
+        c = self.reference if reference is None else reference
+        embeds, latent = c.embeds, c.latent
         b, f = z_t.shape[:2]
         a = self.alphas_cumprod[t.long()].view(b, 1, 1, 1, 1)
         sigma = torch.sqrt((1.0 - a) / a).view(b)

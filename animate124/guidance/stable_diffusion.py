@@ -13,14 +13,11 @@ etc.; the negative embedding is shared.
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import torch
 from torch import Tensor
 
 from animate124.config.guidance import StableDiffusionGuidanceConfig
-from animate124.config.schema import ModelsConfig
-from animate124.guidance.base import GuidanceTerm, check_images, resize_frames, resolve_device, vae_encode
+from animate124.guidance.base import GuidanceTerm, TermInputs, check_images, resize_frames, resolve_device, vae_encode
 from animate124.guidance.models import encode_prompts, load_sd_components
 from animate124.guidance.sds import TimestepSampler, guided_sds
 from animate124.types import GuidanceContext, GuidanceOutput
@@ -54,19 +51,18 @@ class StableDiffusionGuidance(GuidanceTerm):
 
     Args:
         cfg: the term's config (model id, CFG, t range, resolution, view text, suffix, λ).
-        prompt: the static prompt (the suffix is appended here).
-        models_cfg: pretrained / tiny / random and the cache dir.
-        device: the run's device (``cfg.device`` overrides it).
+        inputs: the phase's inputs: ``prompt`` (the static prompt; the suffix is appended here), ``models_cfg``,
+            ``device`` (``cfg.device`` overrides it).
     """
 
     name = "sd"
 
-    def __init__(self, cfg: StableDiffusionGuidanceConfig, prompt: str, models_cfg: Optional[ModelsConfig] = None,
-                 device: Union[str, torch.device] = "cpu") -> None:
+    def __init__(self, cfg: StableDiffusionGuidanceConfig, inputs: TermInputs) -> None:
         super().__init__()
+        prompt = inputs.prompt
         self.cfg = cfg
-        dev = resolve_device(cfg.device, device)
-        parts = load_sd_components(cfg.model, models_cfg, dev)
+        dev = resolve_device(cfg.device, inputs.device)
+        parts = load_sd_components(cfg.model, inputs.models_cfg, dev)
         self.vae, self.unet = parts.vae, parts.unet
         self.alphas_cumprod: Tensor
         self.register_buffer("alphas_cumprod", parts.alphas_cumprod.to(dev), persistent=False)

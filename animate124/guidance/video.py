@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from animate124.config.guidance import VideoGuidanceConfig, ViewText
-from animate124.config.schema import ModelsConfig
-from animate124.guidance.base import GuidanceTerm, check_images, resize_frames, resolve_device, vae_encode
+from animate124.errors import InputError
+from animate124.guidance.base import GuidanceTerm, TermInputs, check_images, resize_frames, resolve_device, vae_encode
 from animate124.guidance.sds import TimestepSampler, guided_sds
 from animate124.guidance.stable_diffusion import view_prompts, view_weights
 from animate124.types import GuidanceContext, GuidanceOutput
@@ -116,27 +116,80 @@ class VideoSDS(GuidanceTerm):
     """Text-to-video SDS (module docstring).
 
     Args:
-        cfg: the term's settings.
-        unet: a ``UNet3DConditionModel`` (or anything with its call signature returning ``.sample``).
-        vae: a diffusers ``AutoencoderKL``, or None for a pixel-space prior (latents = 2·frames − 1, [B, 3, F, H, W];
-            used with the analytic denoiser in tests).
-        alphas_cumprod: [T] ᾱ of the model's training scheduler.
-        embeddings: prompt embeddings (:func:`VideoSDS` users get them from :func:`build_video_guidance`).
-        generator: RNG for timesteps, noise and the VAE posterior (on the term's device; None = global RNG).
+        cfg: the term's settings (``cfg.device`` overrides ``inputs.device``).
+        inputs: the phase's inputs: ``prompt`` (the motion prompt, required; ``cfg.prompt_suffix`` is appended),
+            ``models_cfg`` (pretrained | tiny | random, guidance/models.py), ``device``, ``generator`` (RNG of the term:
+            timesteps, noise, VAE sample, on the term's device; None = the global RNG).
+
+    Loads the model named by ``cfg.model`` (ModelScope layout) and encodes the prompts; :meth:`from_parts` builds the
+    term around given components instead (test doubles, the analytic denoiser).
+
+    Raises:
+        InputError: no motion prompt.
+        MissingWeightsError: the model is not available locally (offline) or the folder is broken.
     """
 
     name = "video"
 
-    def __init__(
-        self,
+    def __init__(self, cfg: VideoGuidanceConfig, inputs: TermInputs) -> None:
+        super().__init__()
+        if not inputs.prompt:
+            raise InputError("the text-to-video prior needs a motion prompt: pass prompt='a panda is dancing' "
+                             "(or case=<name>), or use guidance.video.kind=image")
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        from animate124.guidance import models as M
+
+        dev = resolve_device(cfg.device, inputs.device)
+        models_cfg, prompt = inputs.models_cfg, inputs.prompt
+
+        def one(cls: type, sub: str, tiny: Callable[[], Any], rand: Optional[Callable[[], Any]] = None) -> Any:
+            return M.load(cls, cfg.model, sub, "auto", models_cfg, tiny, rand, dev)
+
+        tokenizer = one(CLIPTokenizer, "tokenizer", M.tiny_tokenizer)
+        text_encoder = one(CLIPTextModel, "text_encoder", M.tiny_text_encoder, random_video_text_encoder)
+        vae = one(AutoencoderKL, "vae", M.tiny_vae, M.random_vae)
+        unet = one(UNet3DConditionModel, "unet", lambda: tiny_unet3d(M.TINY_DIM), modelscope_unet3d)
+        scheduler = one(DDIMScheduler, "scheduler", M.sd_scheduler)
+        text = prompt + cfg.prompt_suffix
+        prompts = [text, cfg.negative_prompt]
+        if cfg.view_text != ViewText.off:
+            prompts += view_prompts(prompt + cfg.prompt_suffix)
+        emb = M.encode_prompts(tokenizer, text_encoder, prompts)
+        embeddings = PromptEmbeddings(cond=emb[0:1], uncond=emb[1:2], views=emb[2:5] if emb.shape[0] > 2 else None)
+        del text_encoder  # prompts are fixed for the phase: free the text tower
+        self._setup(cfg, unet, vae, scheduler.alphas_cumprod, embeddings, inputs.generator)
+        self.to(dev)
+
+    @classmethod
+    def from_parts(
+        cls,
         cfg: VideoGuidanceConfig,
         unet: nn.Module,
         vae: Optional[nn.Module],
         alphas_cumprod: Tensor,
         embeddings: PromptEmbeddings,
         generator: Optional[torch.Generator] = None,
-    ) -> None:
-        super().__init__()
+    ) -> "VideoSDS":
+        """The term around given components (nothing loaded, nothing moved).
+
+        Args:
+            cfg: the term's settings.
+            unet: a ``UNet3DConditionModel`` (or anything with its call signature returning ``.sample``).
+            vae: a diffusers ``AutoencoderKL``, or None for a pixel-space prior (latents = 2·frames − 1,
+                [B, 3, F, H, W]; used with the analytic denoiser in tests).
+            alphas_cumprod: [T] ᾱ of the model's training scheduler.
+            embeddings: prompt embeddings.
+            generator: RNG for timesteps, noise and the VAE posterior (None = global RNG).
+        """
+        term = cls.__new__(cls)
+        GuidanceTerm.__init__(term)
+        term._setup(cfg, unet, vae, alphas_cumprod, embeddings, generator)
+        return term
+
+    def _setup(self, cfg: VideoGuidanceConfig, unet: nn.Module, vae: Optional[nn.Module], alphas_cumprod: Tensor,
+               embeddings: PromptEmbeddings, generator: Optional[torch.Generator]) -> None:
         if cfg.view_text != ViewText.off and embeddings.views is None:
             raise ValueError("view_text needs view embeddings (PromptEmbeddings.views)")
         self.cfg = cfg
@@ -268,48 +321,3 @@ def random_video_text_encoder() -> nn.Module:
     from animate124.guidance.models import random_text_encoder
 
     return random_text_encoder(hidden_size=1024, layers=23, heads=16, inter=4096)
-
-
-def build_video_guidance(
-    cfg: VideoGuidanceConfig,
-    prompt: str,
-    models_cfg: Optional[ModelsConfig] = None,
-    device: str | torch.device = "cpu",
-    generator: Optional[torch.Generator] = None,
-) -> VideoSDS:
-    """Load the text-to-video model named by ``cfg.model`` (ModelScope layout) and encode the prompts.
-
-    Args:
-        cfg: the term's settings (``cfg.device`` overrides ``device``).
-        prompt: the motion prompt (``cfg.prompt_suffix`` is appended).
-        models_cfg: pretrained | tiny | random (guidance/models.py).
-        device: the run's device.
-        generator: RNG of the term (timesteps, noise, VAE sample), on the term's device.
-
-    Raises:
-        MissingWeightsError: the model is not available locally (offline) or the folder is broken.
-    """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    from animate124.guidance import models as M
-
-    dev = resolve_device(cfg.device, device)
-
-    def one(cls: type, sub: str, tiny: Callable[[], Any], rand: Optional[Callable[[], Any]] = None) -> Any:
-        return M.load(cls, cfg.model, sub, "auto", models_cfg, tiny, rand, dev)
-
-    tokenizer = one(CLIPTokenizer, "tokenizer", M.tiny_tokenizer)
-    text_encoder = one(CLIPTextModel, "text_encoder", M.tiny_text_encoder, random_video_text_encoder)
-    vae = one(AutoencoderKL, "vae", M.tiny_vae, M.random_vae)
-    unet = one(UNet3DConditionModel, "unet", lambda: tiny_unet3d(M.TINY_DIM), modelscope_unet3d)
-    scheduler = one(DDIMScheduler, "scheduler", M.sd_scheduler)
-    text = prompt + cfg.prompt_suffix
-    prompts = [text, cfg.negative_prompt]
-    if cfg.view_text != ViewText.off:
-        prompts += view_prompts(prompt + cfg.prompt_suffix)
-    emb = M.encode_prompts(tokenizer, text_encoder, prompts)
-    embeddings = PromptEmbeddings(cond=emb[0:1], uncond=emb[1:2], views=emb[2:5] if emb.shape[0] > 2 else None)
-    del text_encoder  # prompts are fixed for the phase: free the text tower
-    term = VideoSDS(cfg, unet, vae, scheduler.alphas_cumprod, embeddings, generator)
-    return term.to(dev)

@@ -5,7 +5,8 @@ Components (diffusers layout, e.g. ``bennyguo/zero123-xl-diffusers``): ``unet`` 
 772 → 768 (``clip_camera_projection`` → :class:`CLIPCameraProjection`, or ``cc_projection`` → :class:`CCProjection`,
 whichever the repo's ``model_index.json`` names: :func:`projection_layout`), ``scheduler``.
 
-Conditioning, computed once from the white-composited reference image (:meth:`Zero123Guidance.set_reference`):
+Conditioning, computed once in the constructor from the white-composited reference image (``TermInputs.reference``
+at ``cfg.resolution``), after which the CLIP image encoder moves to the CPU (it is not run per step):
 - CLIP image embedding: bicubic (antialiased) resize to the encoder's size and CLIP mean/std normalisation done
   here on tensors (CLIPImageProcessor would fall back to PIL without torchvision);
 - the reference VAE latent at ``cfg.resolution`` (posterior *mode*, NOT multiplied by the scaling factor — the
@@ -34,7 +35,7 @@ the camera position vectors (0 at the reference view, λ/2 at 90°, λ at the ba
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -45,7 +46,7 @@ from animate124.config.guidance import Zero123GuidanceConfig
 from animate124.config.schema import ModelsConfig, ModelsKind
 from animate124.errors import ConfigError
 from animate124.guidance import models as M
-from animate124.guidance.base import GuidanceTerm, check_images, clip_normalize, resize_frames, resolve_device, vae_encode
+from animate124.guidance.base import GuidanceTerm, TermInputs, check_images, clip_normalize, resize_frames, resolve_device, vae_encode
 from animate124.guidance.sds import TimestepSampler, guided_sds
 from animate124.types import GuidanceContext, GuidanceOutput
 
@@ -152,21 +153,21 @@ class Zero123Guidance(GuidanceTerm):
 
     Args:
         cfg: the term's config.
-        reference: [3, H, W] or [1, 3, H, W] reference RGB in [0, 1] composited on white.
-        models_cfg: pretrained / tiny / random.
-        device: the run's device (``cfg.device`` overrides it).
+        inputs: the phase's inputs: ``reference`` (required; taken at ``cfg.resolution``; a tensor is [3, H, W] or
+            [1, 3, H, W] RGB in [0, 1] composited on white), ``models_cfg``, ``device`` (``cfg.device`` overrides it).
     """
 
     name = "zero123"
 
-    def __init__(self, cfg: Zero123GuidanceConfig, reference: Tensor, models_cfg: Optional[ModelsConfig] = None,
-                 device: Union[str, torch.device] = "cpu") -> None:
+    def __init__(self, cfg: Zero123GuidanceConfig, inputs: TermInputs) -> None:
         super().__init__()
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPVisionModelWithProjection
 
+        reference = inputs.reference_rgb(self.name, cfg.resolution)
+        models_cfg = inputs.models_cfg
         self.cfg = cfg
-        dev = resolve_device(cfg.device, device)
+        dev = resolve_device(cfg.device, inputs.device)
 
         def one(cls, sub, tiny, rand=None):
             return M.load(cls, cfg.model, sub, "auto", models_cfg, tiny, rand, dev)
@@ -189,10 +190,11 @@ class Zero123Guidance(GuidanceTerm):
         self.register_buffer("ref_latent", torch.empty(0), persistent=False)
         self.to(dev)
         self.freeze()
-        self.set_reference(reference)
+        self._condition_on(reference)
+        inputs.offload_image_encoder(self.image_encoder)
 
     @torch.no_grad()
-    def set_reference(self, reference: Tensor) -> None:
+    def _condition_on(self, reference: Tensor) -> None:
         """Compute the CLIP embedding [1, 1, D_img] and the unscaled VAE latent [1, 4, h, w] of the reference."""
         ref = reference.unsqueeze(0) if reference.dim() == 3 else reference
         ref = ref[:1].to(self.device, torch.float32)

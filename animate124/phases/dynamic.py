@@ -43,11 +43,9 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from animate124.config.guidance import VideoPriorKind
 from animate124.config.phases import DynamicPhaseConfig
 from animate124.config.schema import FieldConfig
 from animate124.data.time import Clip, ClipSampler, validation_times
-from animate124.errors import InputError
 from animate124.fields import build_field, init_dynamic_from_static, level_weights, load_field_state
 from animate124.guidance.base import GuidanceTerm
 from animate124.io.checkpoint import load_checkpoint, split_state
@@ -107,40 +105,20 @@ class DynamicPhase(GenerationPhase):
 
     # ------------------------------------------------------------------ build / init
     def build(self) -> None:
+        from animate124.guidance.factory import TermUse, build_terms
+
         cfg, p = self.cfg, self.pcfg
         ref = self.build_scene()
         self.sampler = ClipSampler(p.num_frames, p.clip.precision, p.clip.start_zero_rate, p.clip.end_one_rate,
                                    p.clip.max_stride)
-        self.video_terms = self._video_terms(ref)
-        self.zero123: Optional[GuidanceTerm] = None
-        if cfg.guidance.zero123.enabled and p.zero123_on_start:
-            from animate124.guidance.zero123 import Zero123Guidance
-
-            self.zero123 = Zero123Guidance(cfg.guidance.zero123, ref.at(cfg.guidance.zero123.resolution).rgb,
-                                           cfg.models, self.device)
-        log.info("%s: prompt %r, video priors %s, zero123 %s", self.name, self.inputs["prompt"],
-                 [t.name for t in self.video_terms], self.zero123 is not None)
-
-    def _video_terms(self, ref: Any) -> list[GuidanceTerm]:
-        """The video prior(s) chosen by ``guidance.video.kind``."""
-        cfg, dev = self.cfg, self.device
-        g = cfg.guidance
-        kind = VideoPriorKind(g.video.kind)
-        terms: list[GuidanceTerm] = []
-        if g.video.enabled and kind in (VideoPriorKind.text, VideoPriorKind.both):
-            if not self.inputs.get("prompt"):
-                raise InputError("the text-to-video prior needs a motion prompt: pass prompt='a panda is dancing' "
-                                 "(or case=<name>), or use guidance.video.kind=image")
-            from animate124.guidance.video import build_video_guidance
-
-            terms.append(build_video_guidance(g.video, str(self.inputs["prompt"]), cfg.models, dev))
-        if kind in (VideoPriorKind.image, VideoPriorKind.both) and g.image_video.enabled:
-            from animate124.guidance.image_video import ImageVideoGuidance
-
-            term = ImageVideoGuidance(g.image_video, cfg.models, dev, seed=cfg.seed)
-            term.set_reference(ref.at(max(g.image_video.height, g.image_video.width)).rgb.to(term.device))
-            terms.append(term)
-        return terms
+        inputs = self.term_inputs(ref, self.inputs.get("prompt"))
+        # the clip's video prior(s), chosen by guidance.video.kind; then the terms on frame 0 of clips that start at
+        # τ = 0 (Zero-1-to-3, phase.zero123_on_start)
+        self.video_terms: list[GuidanceTerm] = build_terms(cfg.guidance, TermUse.clip, inputs)
+        self.start_frame_terms: list[GuidanceTerm] = (
+            build_terms(cfg.guidance, TermUse.start_frame, inputs) if p.zero123_on_start else [])
+        log.info("%s: prompt %r, video priors %s, start-frame terms %s", self.name, self.inputs["prompt"],
+                 [t.name for t in self.video_terms], [t.name for t in self.start_frame_terms])
 
     def init(self) -> None:
         """Fresh start: the dynamic field from the static checkpoint, occupancy re-estimated at the slot times."""
@@ -169,7 +147,7 @@ class DynamicPhase(GenerationPhase):
     # ------------------------------------------------------------------ steps
     def is_reference_step(self, step: int) -> bool:
         """Every known_interval-th step (spec §7.1; the dynamic stages have no known_iters warm-up)."""
-        return step % max(1, int(self.pcfg.known_interval)) == 0 or not (self.video_terms or self.zero123)
+        return step % max(1, int(self.pcfg.known_interval)) == 0 or not (self.video_terms or self.start_frame_terms)
 
     def sample_clip(self) -> tuple[Clip, Cameras, GuidanceContext, bool]:
         """Times, per-frame cameras and the guidance context of one training clip (B = 1)."""
@@ -207,8 +185,8 @@ class DynamicPhase(GenerationPhase):
             g = term(images, ctx)
             loss = loss + g.loss
             stats.update(g.stats)
-        if self.zero123 is not None and clip.start_from_zero:
-            g = self.zero123(images[:, :1], ctx)
+        for term in self.start_frame_terms if clip.start_from_zero else []:
+            g = term(images[:, :1], ctx)
             loss = loss + g.loss
             stats.update(g.stats)
         extra, extra_stats = self.extra_sds(step, images, ctx, clip_render)

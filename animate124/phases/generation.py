@@ -34,6 +34,7 @@ from animate124.data.case import STATIC_PREFIX, apply_case, find_subject, load_c
 from animate124.data.reference import ReferenceImage, load_reference, sibling_depth
 from animate124.errors import InputError
 from animate124.fields import GridField, build_field
+from animate124.guidance.base import TermInputs
 from animate124.io.run_dir import load_inputs, save_inputs
 from animate124.metrics.image import psnr_from_mse
 from animate124.phases.base import Phase, StepOutput
@@ -99,6 +100,11 @@ class GenerationPhase(Phase):
         self.inputs: dict[str, Optional[str]] = {}
 
     # ------------------------------------------------------------------ build
+    def term_inputs(self, reference: Optional[ReferenceImage], prompt: Optional[str]) -> TermInputs:
+        """What this phase's guidance terms are built from (``Term(cfg, inputs)``, guidance/factory.py)."""
+        return TermInputs(device=self.device, models_cfg=self.cfg.models, prompt=prompt or "", reference=reference,
+                          seed=self.cfg.seed)
+
     def build_scene(self) -> ReferenceImage:
         """Inputs, reference views at ``ref_size``, field, occupancy (``time_slots``), renderer and Adam optimizer.
 

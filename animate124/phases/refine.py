@@ -20,8 +20,9 @@ and :class:`~animate124.guidance.controlnet.ControlNetTileGuidance` adds its los
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +38,9 @@ from animate124.phases.generation import Stats
 from animate124.phases.textual_inversion import find_learned_embeds
 from animate124.render.volume import VolumeRenderer
 from animate124.types import GuidanceContext
+
+if TYPE_CHECKING:
+    from animate124.guidance.controlnet import ControlNetTileGuidance
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +70,11 @@ class RefinePhase(DynamicPhase):
         """The dynamic checkpoint to start from and freeze (``init_from``, else this run's latest dynamic one)."""
         return find_init_checkpoint(self.run_dir, self.cfg.init_from, "dynamic", MISSING_DYNAMIC)
 
-    def _controlnet_term(self) -> Optional[nn.Module]:
+    def _controlnet_term(self) -> Optional[ControlNetTileGuidance]:
         g = self.cfg.guidance.controlnet
         if not g.enabled:
             return None
-        from animate124.guidance.controlnet import build_controlnet_guidance
+        from animate124.guidance.controlnet import ControlNetTileGuidance
 
         case = load_case(self.cfg.case)
         embeds = find_learned_embeds(g.learned_embeds, self.run_dir, case)
@@ -85,7 +89,8 @@ class RefinePhase(DynamicPhase):
                 prompt = replace_subject(caption, subject, token)
         log.info("refine: ControlNet prompt %r, token file %s", prompt, embeds)
         self.controlnet_prompt = prompt
-        return build_controlnet_guidance(g, self.cfg.models, prompt, embeds, self.device)
+        inputs = replace(self.term_inputs(None, prompt), learned_embeds=embeds)
+        return ControlNetTileGuidance(g, inputs)
 
     def init(self) -> None:
         """Fresh start: field and occupancy exactly as the dynamic checkpoint left them (fresh optimizer)."""

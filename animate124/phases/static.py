@@ -73,18 +73,11 @@ class StaticPhase(GenerationPhase):
 
     # ------------------------------------------------------------------ build
     def build(self) -> None:
-        cfg, dev = self.cfg, self.device
+        from animate124.guidance.factory import TermUse, build_terms
+
         ref = self.build_scene()
-        self.terms: list[GuidanceTerm] = []
-        g = cfg.guidance
-        if g.sd.enabled:
-            from animate124.guidance.stable_diffusion import StableDiffusionGuidance
-
-            self.terms.append(StableDiffusionGuidance(g.sd, self.inputs["static_prompt"], cfg.models, dev))
-        if g.zero123.enabled:
-            from animate124.guidance.zero123 import Zero123Guidance
-
-            self.terms.append(Zero123Guidance(g.zero123, ref.at(g.zero123.resolution).rgb, cfg.models, dev))
+        inputs = self.term_inputs(ref, self.inputs["static_prompt"])
+        self.terms: list[GuidanceTerm] = build_terms(self.cfg.guidance, TermUse.every_frame, inputs)
         log.info("static: image %s, static prompt %r, depth %s, guidance %s", self.inputs["image"],
                  self.inputs["static_prompt"], self.inputs["depth"], [t.name for t in self.terms] or "none")
 

@@ -11,24 +11,27 @@ from torch import Tensor
 from animate124.config.guidance import ImageVideoGuidanceConfig
 from animate124.config.rerender import InbetweenConfig
 from animate124.config.schema import ModelsConfig
-from animate124.guidance.image_video import ImageVideoGuidance
+from animate124.guidance.base import TermInputs
+from animate124.guidance.image_video import ImageVideoGuidance, SVDCondition
 from animate124.rerender.sampling import EpsFn, InbetweenOptions, inbetween
 
 
 class KeyedSVD:
     """SVD ε-predictors conditioned on a chosen keyframe.
 
-    ``ImageVideoGuidance`` holds one reference at a time (``set_reference``); the conditioning of each keyframe is
-    computed once and swapped in before each prediction.
+    One ``ImageVideoGuidance`` (built on ``reference``, the first keyframe, with its image encoder kept on the device)
+    gives the conditioning of each keyframe, computed once with :meth:`ImageVideoGuidance.condition` and passed to
+    its ``predict_eps``; the term itself is never changed. Key 0 is ``reference`` (the term's own conditioning).
     """
 
     def __init__(self, cfg: InbetweenConfig, models_cfg: ModelsConfig, size: tuple[int, int],
-                 device: torch.device) -> None:
+                 device: torch.device, reference: Tensor) -> None:
         gcfg = ImageVideoGuidanceConfig(model=cfg.model, cfg_scale=cfg.cfg_scale, height=size[0], width=size[1],
                                         fps=cfg.fps, motion_bucket_id=cfg.motion_bucket_id,
                                         noise_aug_strength=cfg.noise_aug_strength)
-        self.term = ImageVideoGuidance(gcfg, models_cfg, device)
-        self._conds: dict[int, tuple[Tensor, Tensor]] = {}
+        inputs = TermInputs(device=device, models_cfg=models_cfg, reference=reference, keep_image_encoder=True)
+        self.term = ImageVideoGuidance(gcfg, inputs)
+        self._conds: dict[int, SVDCondition] = {0: self.term.reference}
 
     @property
     def alphas_cumprod(self) -> Tensor:
@@ -37,16 +40,15 @@ class KeyedSVD:
     def condition(self, key: int, image: Tensor) -> None:
         """Compute (once) the conditioning of keyframe ``key`` from its image [3, H, W] in [0, 1]."""
         if key not in self._conds:
-            self.term.set_reference(image)
-            self._conds[key] = self.term._cond  # type: ignore[assignment]
+            self._conds[key] = self.term.condition(image)
 
     def eps_fn(self, key: int) -> EpsFn:
         """ε̂(z [F, 4, h, w], t) conditioned on keyframe ``key``."""
+        cond = self._conds[key]
 
         def eps(z: Tensor, t: int) -> Tensor:
-            self.term._cond = self._conds[key]
             tt = torch.full((1,), t, device=z.device, dtype=torch.long)
-            return self.term.predict_eps(z[None], tt)[0]
+            return self.term.predict_eps(z[None], tt, cond)[0]
 
         return eps
 

@@ -148,7 +148,7 @@ def rerender(cfg: RerenderConfig, scene: Optional[Scene] = None) -> list[Path]:
     keyframes = run_keyframes(models, cfg.keyframes, prompt, coarse[keys], _chw(depth).expand(-1, 3, -1, -1),
                               gen, known)
     del models
-    svd = KeyedSVD(cfg.inbetween, cfg.models, (coarse.shape[2], coarse.shape[3]), device)
+    svd = KeyedSVD(cfg.inbetween, cfg.models, (coarse.shape[2], coarse.shape[3]), device, keyframes[0])
     final = run_inbetweens(svd, cfg.inbetween, coarse, keyframes, keys, gen)
     written = write_outputs(out, cfg, frames.rgb, _hwc(keyframes), _hwc(final))
     report = {"frames": n, "keyframes": keys, "prompt": prompt, "token": embeds and str(embeds),
