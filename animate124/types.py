@@ -6,7 +6,7 @@ Shapes: N rays, M samples, B batch, F frames, H×W pixels. Images at module boun
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from torch import Tensor
 
@@ -113,8 +113,10 @@ class GuidanceOutput:
 
 @dataclass
 class RenderRequest:
-    """What a render is asked for besides cameras and times. Passed along as a value, so that a second render (the
-    refine phase's frozen copy) repeats the first exactly, without recording calls."""
+    """What a render is asked for besides cameras and times: the one argument of every renderer's ``render``,
+    ``render_rays`` and ``render_image`` for it (``render.volume``, ``render.instances``, ``render.nerfacc_backend``).
+    Passed along as a value, so that a second render (the refine phase's frozen copy) repeats the first exactly,
+    without recording calls."""
 
     background: Optional[Tensor] = None
     """[3], [B, 3], [B, F, 3] or [B, F, H, W, 3] colour behind the object (None: white)."""
@@ -126,11 +128,6 @@ class RenderRequest:
     """[3], [B, F, 3] or [B·F, 3] direction towards the light (None: towards each frame's camera)."""
     perturb: bool = True
     """Random start offset per ray (training); False uses dt/2."""
-
-    def kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of ``VolumeRenderer.render``."""
-        return {"background": self.background, "shading": self.shading, "ambient": self.ambient,
-                "light_dir": self.light_dir, "perturb": self.perturb}
 
     def frames(self, idx: Tensor, num_frames: int) -> RenderRequest:
         """The request for frames ``idx`` of an F-frame clip (per-frame [B, F, ...] tensors are indexed)."""

@@ -10,7 +10,7 @@ from animate124.guidance.analytic import AnalyticGuidance
 from animate124.render.cameras import reference_camera
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
-from animate124.types import FieldOutput, GuidanceContext
+from animate124.types import FieldOutput, GuidanceContext, RenderRequest
 
 SIZE = 16
 STEPS = 30  # ~16× after 20 steps, ~300× after 60 (measured)
@@ -32,7 +32,7 @@ class ColouredBall(nn.Module):
 
 
 def _render(field, occ, cfg, cams, perturb=True):
-    out = VolumeRenderer(field, occ, cfg).render(cams, background=torch.ones(3), perturb=perturb)
+    out = VolumeRenderer(field, occ, cfg).render(cams, None, RenderRequest(background=torch.ones(3), perturb=perturb))
     return out.images()  # [1, 1, 3, H, W]
 
 

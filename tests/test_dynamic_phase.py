@@ -24,6 +24,7 @@ from animate124.phases.static import StaticPhase
 from animate124.render.cameras import Cameras
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
+from animate124.types import RenderRequest
 
 RENDER_ATOL = 1e-5  # same samples, same features (keyframes are exact copies): only fp32 summation-order noise
 
@@ -86,10 +87,10 @@ def test_init_renders_like_the_static_checkpoint_at_every_time(static_run):
     shared.bitfield.copy_(static_occ.bitfield.expand_as(shared.bitfield))
     cams = Cameras.from_spherical(torch.tensor([0.0, 20.0]), torch.tensor([0.0, 120.0]), 1.8, 16)
     white = torch.ones(3)
-    want = VolumeRenderer(static, static_occ, cfg.render).render_image(cams, background=white).rgb
+    want = VolumeRenderer(static, static_occ, cfg.render).render_image(cams, None, RenderRequest(background=white)).rgb
     dyn = VolumeRenderer(phase.field, shared, cfg.render)
     for tau in (0.0, 0.3, 0.5, 0.77, 1.0):
-        got = dyn.render_image(cams, torch.full((2, 1), tau), background=white).rgb
+        got = dyn.render_image(cams, torch.full((2, 1), tau), RenderRequest(background=white)).rgb
         torch.testing.assert_close(got, want, atol=RENDER_ATOL, rtol=0)
     assert float(want.std()) > 1e-3  # not a blank image
     # Occupancy: re-estimated once at the slot centres (k + 0.5)/S, not copied from the static grid (spec §14.1).

@@ -10,6 +10,7 @@ from animate124.fields import build_field
 from animate124.render.cameras import Cameras, spherical_to_c2w
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
+from animate124.types import RenderRequest
 
 FIELD = FieldConfig(num_levels=4, log2_table_size=10, max_resolution=32, keyframes=4, init_scale=0.5)
 
@@ -23,7 +24,7 @@ def _render_grads(checkpoint_frames):
     c2w = torch.cat([spherical_to_c2w(0.0, float(a), 1.8).reshape(1, 4, 4) for a in (0.0, 40.0, 80.0, 120.0)])
     cams = Cameras(c2w=c2w, fovy=torch.tensor(40.0), height=12, width=12)
     times = torch.linspace(0, 1, 4)[None]
-    out = renderer.render(cams, times, shading="lambertian", ambient=0.3, perturb=False)
+    out = renderer.render(cams, times, RenderRequest(shading="lambertian", ambient=0.3, perturb=False))
     loss = out.rgb.square().sum() + out.sample_weights.sum() + out.normals.sum()
     loss.backward()
     return out.rgb.detach(), [p.grad.clone() for p in field.parameters()]

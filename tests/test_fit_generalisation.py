@@ -16,6 +16,7 @@ from animate124.ops import keyframe_tv
 from animate124.phases.base import seed_everything, train
 from animate124.phases.fit import FitPhase, load_fit_splits, psnr
 from animate124.render.cameras import Cameras
+from animate124.types import RenderRequest
 
 TINY = FieldConfig(num_levels=3, base_resolution=4, max_resolution=16, log2_table_size=10, hidden_dim=16,
                    keyframes=4, log2_table_size_4d=10, time_resolution_4d=8)
@@ -169,7 +170,7 @@ def _fixed_view_video(phase: FitPhase, times: torch.Tensor, size: int) -> torch.
     cams = Cameras(c2w[None], torch.tensor([FOV]), size, size)
     phase.field.eval()
     with torch.no_grad():
-        frames = [phase.renderer.render_image(cams[0], times[k : k + 1, None], background=torch.ones(3)).rgb[0, 0]
+        frames = [phase.renderer.render_image(cams[0], times[k : k + 1, None], RenderRequest(background=torch.ones(3))).rgb[0, 0]
                   for k in range(times.numel())]
     return torch.stack(frames).clamp(0, 1)
 

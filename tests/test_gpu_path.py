@@ -24,7 +24,7 @@ from animate124.fields import build_field
 from animate124.render.cameras import Cameras, get_rays, reference_camera
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
-from animate124.types import GuidanceContext
+from animate124.types import GuidanceContext, RenderRequest
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
@@ -41,7 +41,7 @@ def test_rays_and_render_are_float32_under_autocast():
     with torch.autocast(**BF16):
         o, d = get_rays(cams)
         renderer = VolumeRenderer(build_field(FieldConfig(), dynamic=False), OccupancyGrid(16), RenderConfig(max_steps=32))
-        out = renderer.render(reference_camera(8), shading="lambertian", ambient=0.3)
+        out = renderer.render(reference_camera(8), None, RenderRequest(shading="lambertian", ambient=0.3))
     assert o.dtype == d.dtype == torch.float32
     torch.testing.assert_close(d, ref_d, rtol=0, atol=0)  # bit-identical: nothing geometric ran in bf16
     assert out.rgb.dtype == torch.float32 and torch.isfinite(out.rgb).all()
@@ -50,13 +50,13 @@ def test_rays_and_render_are_float32_under_autocast():
 def test_fit_pixel_rays_are_float32_under_autocast(tmp_path):
     from animate124.data.dnerf import load_dnerf
     from animate124.data.synthetic import make_synthetic_scene
-    from animate124.phases.fit import pixel_rays
+    from animate124.render.cameras import pixel_rays
 
     data = load_dnerf(make_synthetic_scene(tmp_path, size=8, n_train=2, n_test=1, n_val=0), "train")
     frame, pixel = torch.tensor([0, 1]), torch.tensor([3, 60])
-    ref = pixel_rays(data, frame, pixel)
+    ref = pixel_rays(data.c2w[frame], pixel, data.width, data.height, data.focal)
     with torch.autocast(**BF16):
-        got = pixel_rays(data, frame, pixel)
+        got = pixel_rays(data.c2w[frame], pixel, data.width, data.height, data.focal)
     assert got[1].dtype == torch.float32
     torch.testing.assert_close(got[1], ref[1], rtol=0, atol=0)
 

@@ -9,7 +9,7 @@ from torch import nn
 from animate124.render.cameras import Cameras
 from animate124.render.instances import Instance, InstancesRenderer, euler_to_matrix, wrap_time
 from animate124.render.volume import VolumeRenderer
-from animate124.types import FieldOutput
+from animate124.types import FieldOutput, RenderRequest
 
 EXACT = 1e-6  # same samples, same compositing: only float re-association differences
 DISCRETISATION = 0.02  # two sample lattices (world vs instance frames) of a smooth field, dt ≈ 2√3/384 per frame
@@ -123,16 +123,16 @@ def test_shading_matches_volume_renderer_and_normals_rotate_with_the_instance():
     field, occ, cfg = toy_field(), full_occupancy(), fast_render_cfg()
     cams, times = _cams(), torch.tensor([0.3])
     for shading, ambient in (("lambertian", 0.3), ("textureless", 0.2), ("normal", 1.0)):
-        ref = VolumeRenderer(field, occ, cfg).render_image(cams, times, shading=shading, ambient=ambient)
-        ours = InstancesRenderer([Instance(field, occ)], cfg).render_image(cams, times, shading=shading,
-                                                                            ambient=ambient)
+        ref = VolumeRenderer(field, occ, cfg).render_image(cams, times, RenderRequest(shading=shading, ambient=ambient))
+        ours = InstancesRenderer([Instance(field, occ)], cfg).render_image(cams, times, RenderRequest(shading=shading, ambient=ambient))
         torch.testing.assert_close(ours.rgb, ref.rgb, atol=EXACT, rtol=0)
     # rotating the object and the camera by the same 90° about z gives the same picture, with normals rotated:
     # on a black background img = Σ w (n + 1)/2, so Σ w n = 2·img − acc must satisfy Σ w n_rot = R·(Σ w n)
     rot, black = euler_to_matrix([0, 0, 90]), torch.zeros(3)
-    base = InstancesRenderer([Instance(field, occ)], cfg).render_image(_cams(azimuth=0.0), times, black, "normal")
+    base = InstancesRenderer([Instance(field, occ)], cfg).render_image(_cams(azimuth=0.0), times,
+                                                                                 RenderRequest(black, "normal"))
     turned = InstancesRenderer([Instance(field, occ, rotation=rot)], cfg).render_image(_cams(azimuth=90.0), times,
-                                                                                        black, "normal")
+                                                                                        RenderRequest(black, "normal"))
     torch.testing.assert_close(turned.opacity, base.opacity, atol=1e-4, rtol=0)
     n0 = 2 * base.rgb - base.opacity
     n1 = 2 * turned.rgb - turned.opacity

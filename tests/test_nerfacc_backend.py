@@ -12,7 +12,7 @@ from animate124.errors import ConfigError
 from animate124.render.nerfacc_backend import render_rays_nerfacc
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
-from animate124.types import FieldOutput
+from animate124.types import FieldOutput, RenderRequest
 
 SIGMA, RADIUS = 20.0, 0.5
 RGB_TOL = 0.02
@@ -61,7 +61,7 @@ def test_cpu_rays_raise_config_error():
     r = _renderer(RenderBackend.nerfacc)
     o, d = _rays(4, "cpu")
     with pytest.raises(ConfigError, match="nerfacc"):
-        render_rays_nerfacc(r, o, d)
+        render_rays_nerfacc(r.field, r.occupancy, r.cfg, o, d)
     with pytest.raises(ConfigError, match="nerfacc"):
         r.render_rays(o, d)
 
@@ -74,8 +74,8 @@ def test_nerfacc_matches_our_renderer(dynamic):
     peer.load_state_dict(ours.state_dict())
     o, d = _rays(4096, "cuda")
     times = torch.rand(4096, device="cuda") if dynamic else None
-    a = ours.render_rays(o, d, times, perturb=False)
-    b = peer.render_rays(o, d, times, perturb=False)
+    a = ours.render_rays(o, d, times, RenderRequest(perturb=False))
+    b = peer.render_rays(o, d, times, RenderRequest(perturb=False))
     assert (a.rgb - b.rgb).abs().mean() < RGB_TOL
     assert (a.opacity - b.opacity).abs().mean() < RGB_TOL
     if dynamic:  # the second half of the clip is empty for both
@@ -146,14 +146,14 @@ def test_nerfacc_wiring_on_cpu_with_torch_stand_ins(monkeypatch, dynamic):
     peer.load_state_dict(ours.state_dict())
     o, d = _rays(96, "cpu")
     times = torch.rand(96, generator=torch.Generator().manual_seed(1)) if dynamic else None
-    a = ours.render_rays(o, d, times, perturb=False)
-    b = peer.render_rays(o, d, times, shading="lambertian", ambient=1.0, perturb=False)
+    a = ours.render_rays(o, d, times, RenderRequest(perturb=False))
+    b = peer.render_rays(o, d, times, RenderRequest(shading="lambertian", ambient=1.0, perturb=False))
     assert (a.rgb - b.rgb).abs().mean() < RGB_TOL
     assert (a.opacity - b.opacity).abs().mean() < RGB_TOL
     assert float(b.opacity.detach().max()) > 0.9
     if dynamic:
         assert float(b.opacity.detach()[times >= 0.5].max()) == 0.0
-    c = peer.render_rays(o, d, times, shading="normal", perturb=True)  # normals on, jittered lattice
+    c = peer.render_rays(o, d, times, RenderRequest(shading="normal", perturb=True))  # normals on, jittered lattice
     assert c.normals is not None and torch.isfinite(c.normals).all()
     (b.rgb.sum() + c.rgb.sum()).backward()
     assert peer.field.log_sigma.grad is not None and torch.isfinite(peer.field.log_sigma.grad)

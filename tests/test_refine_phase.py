@@ -88,8 +88,9 @@ def test_gradient_reaches_only_the_trained_field(tmp_path):
     # ... exactly as the frozen renderer renders those frames when asked directly (the request is a value)
     idx = torch.tensor([0, 2])
     torch.manual_seed(5)
-    direct = phase.frozen_renderer.render(cams[idx], clip.times.view(1, -1)[:, idx], background=request.background,
-                                          shading="lambertian", ambient=0.5, light_dir=request.light_dir[:, idx])
+    direct = phase.frozen_renderer.render(cams[idx], clip.times.view(1, -1)[:, idx],
+                                          RenderRequest(background=request.background, shading="lambertian", ambient=0.5,
+                                                        light_dir=request.light_dir[:, idx]))
     torch.testing.assert_close(control, direct.images().float().clamp(0.0, 1.0))
 
 

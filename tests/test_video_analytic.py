@@ -14,7 +14,7 @@ from animate124.guidance.video import PromptEmbeddings, VideoSDS
 from animate124.render.cameras import reference_camera
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
-from animate124.types import GuidanceContext
+from animate124.types import GuidanceContext, RenderRequest
 
 SIZE = 16
 TIMES = torch.tensor([0.0, 0.5, 1.0])
@@ -50,7 +50,7 @@ def _target_clip() -> torch.Tensor:
 
 
 def _render(renderer: VolumeRenderer, cams, perturb: bool = True) -> torch.Tensor:
-    out = renderer.render(cams, TIMES[None], background=torch.ones(3), perturb=perturb)
+    out = renderer.render(cams, TIMES[None], RenderRequest(background=torch.ones(3), perturb=perturb))
     return out.images()  # [1, F, 3, H, W]
 
 

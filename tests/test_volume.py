@@ -11,7 +11,7 @@ from animate124.errors import ConfigError
 from animate124.render.cameras import Cameras, reference_camera
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer, sample_ray_indices
-from animate124.types import FieldOutput
+from animate124.types import FieldOutput, RenderRequest
 
 SIGMA, RADIUS = 2.0, 0.5
 ALBEDO = (0.2, 0.4, 0.6)
@@ -71,7 +71,7 @@ def _centre_ray():
 def test_centre_ray_opacity_and_depth_match_the_analytic_ball():
     r = _renderer()
     o, d = _centre_ray()
-    out = r.render_rays(o, d, background=torch.zeros(3), perturb=False)
+    out = r.render_rays(o, d, None, RenderRequest(background=torch.zeros(3), perturb=False))
     # chord length 2r = 1 → opacity 1 − exp(−σ·2r) = 1 − e^−2 = 0.864665
     expected_opacity = 1 - math.exp(-SIGMA * 2 * RADIUS)
     assert abs(out.opacity.item() - expected_opacity) < OPACITY_TOL
@@ -88,7 +88,7 @@ def test_centre_ray_opacity_and_depth_match_the_analytic_ball():
 def test_perturbed_render_stays_close():
     r = _renderer()
     o, d = _centre_ray()
-    out = r.render_rays(o.expand(64, 3), d.expand(64, 3), perturb=True)
+    out = r.render_rays(o.expand(64, 3), d.expand(64, 3), None, RenderRequest(perturb=True))
     assert (out.opacity - (1 - math.exp(-2.0))).abs().max() < OPACITY_TOL
 
 
@@ -97,7 +97,7 @@ def test_missing_rays_show_the_background():
     o = torch.tensor([[1.8, 0.0, 0.0], [1.8, 0.9, 0.0]])
     d = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])  # misses the box; crosses the box but not the ball
     bg = torch.tensor([[0.1, 0.2, 0.3], [0.7, 0.8, 0.9]])
-    out = r.render_rays(o, d, background=bg, perturb=False)
+    out = r.render_rays(o, d, None, RenderRequest(background=bg, perturb=False))
     torch.testing.assert_close(out.opacity, torch.zeros(2, 1))
     torch.testing.assert_close(out.rgb, bg)
     torch.testing.assert_close(out.depth, torch.zeros(2, 1))
@@ -107,7 +107,7 @@ def test_no_samples_skips_the_field():
     field = SphereField()
     r = _renderer(field)
     o, d = torch.tensor([[1.8, 0.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]])
-    out = r.render_rays(o, d, background=torch.tensor([0.5, 0.5, 0.5]), shading="normal")
+    out = r.render_rays(o, d, None, RenderRequest(background=torch.tensor([0.5, 0.5, 0.5]), shading="normal"))
     assert field.n_forward == 0 and out.sample_weights.shape == (0,)
     torch.testing.assert_close(out.rgb, torch.full((1, 3), 0.5))
 
@@ -116,7 +116,7 @@ def test_gradients_reach_the_field_parameters():
     field = SphereField()
     r = _renderer(field)
     o, d = _centre_ray()
-    out = r.render_rays(o, d, background=torch.rand(3))
+    out = r.render_rays(o, d, None, RenderRequest(background=torch.rand(3)))
     (out.rgb.sum() + out.opacity.sum()).backward()
     assert field.log_sigma.grad is not None and field.log_sigma.grad.abs() > 0
     assert field.albedo_logit.grad is not None and (field.albedo_logit.grad.abs() > 0).all()
@@ -130,7 +130,7 @@ def test_render_shapes_one_field_call_and_frame_times(cams_per_frame):
     times = torch.tensor([[0.0, 0.25, 0.75], [0.1, 0.6, 0.9]])
     n_cams = b * f if cams_per_frame else b
     cams = Cameras.from_spherical(torch.zeros(n_cams), torch.linspace(0, 90, n_cams), 1.8, size=size)
-    out = r.render(cams, times, background=torch.zeros(3), perturb=False)
+    out = r.render(cams, times, RenderRequest(background=torch.zeros(3), perturb=False))
     assert out.rgb.shape == (b, f, size, size, 3) and out.images().shape == (b, f, 3, size, size)
     assert out.opacity.shape == out.depth.shape == (b, f, size, size, 1)
     assert field.n_forward == 1  # all frames of all clips in one field call (spec §5.3)
@@ -142,14 +142,14 @@ def test_render_shapes_one_field_call_and_frame_times(cams_per_frame):
     for bi in range(b):
         for fi in range(f):
             cam = cams[bi * f + fi] if cams_per_frame else cams[bi]
-            single = r.render(cam, times[bi, fi : fi + 1], background=torch.zeros(3), perturb=False)
+            single = r.render(cam, times[bi, fi : fi + 1], RenderRequest(background=torch.zeros(3), perturb=False))
             torch.testing.assert_close(single.rgb[0, 0], out.rgb[bi, fi], **EXACT)
 
 
 def test_render_static_and_background_layouts():
     r = _renderer()
     cams = Cameras.from_spherical(torch.zeros(2), torch.tensor([0.0, 45.0]), 1.8, size=4)
-    out = r.render(cams, None, background=torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), perturb=False)
+    out = r.render(cams, None, RenderRequest(background=torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), perturb=False))
     assert out.rgb.shape == (2, 1, 4, 4, 3)
     corner = out.rgb[:, 0, 0, 0]  # corner pixels miss the ball: pure per-clip background
     torch.testing.assert_close(corner, torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
@@ -162,39 +162,39 @@ def test_shading_modes_hand_computed():
     r = _renderer(field)
     o, d = _centre_ray()
     black = torch.zeros(3)
-    base = r.render_rays(o, d, background=black, perturb=False)
+    base = r.render_rays(o, d, None, RenderRequest(background=black, perturb=False))
     op = base.opacity[0]
     albedo = torch.tensor(ALBEDO)
     assert field.n_normals == 0
     # textureless, a = 1: white·opacity, and no normals needed (spec §14.7)
-    out = r.render_rays(o, d, background=black, shading="textureless", ambient=1.0, perturb=False)
+    out = r.render_rays(o, d, None, RenderRequest(background=black, shading="textureless", ambient=1.0, perturb=False))
     torch.testing.assert_close(out.rgb[0], op.expand(3), **EXACT)
     assert field.n_normals == 0 and out.normals is None
     # lambertian, a = 1 ≡ albedo, still without normals
-    out = r.render_rays(o, d, background=black, shading="lambertian", ambient=1.0, perturb=False)
+    out = r.render_rays(o, d, None, RenderRequest(background=black, shading="lambertian", ambient=1.0, perturb=False))
     torch.testing.assert_close(out.rgb, base.rgb, **EXACT)
     assert field.n_normals == 0
     # constant normal (1, 0, 0): light along +x → n·l = 1 → albedo; light along +y → n·l = 0 → a·albedo
-    out = r.render_rays(o, d, background=black, shading="lambertian", ambient=0.0,
-                        light_dir=torch.tensor([2.0, 0.0, 0.0]), perturb=False)
+    out = r.render_rays(o, d, None, RenderRequest(background=black, shading="lambertian", ambient=0.0,
+                                                  light_dir=torch.tensor([2.0, 0.0, 0.0]), perturb=False))
     torch.testing.assert_close(out.rgb[0], albedo * op, **EXACT)
     assert field.n_normals == 1
-    out = r.render_rays(o, d, background=black, shading="lambertian", ambient=0.25,
-                        light_dir=torch.tensor([0.0, 1.0, 0.0]), perturb=False)
+    out = r.render_rays(o, d, None, RenderRequest(background=black, shading="lambertian", ambient=0.25,
+                                                  light_dir=torch.tensor([0.0, 1.0, 0.0]), perturb=False))
     torch.testing.assert_close(out.rgb[0], 0.25 * albedo * op, **EXACT)
     # light at 60° from the normal: a + (1 − a)·cos 60° = 0.5 + 0.5·0.5 = 0.75 (textureless: grey)
-    out = r.render_rays(o, d, background=black, shading="textureless", ambient=0.5,
-                        light_dir=torch.tensor([0.5, math.sqrt(3) / 2, 0.0]), perturb=False)
+    out = r.render_rays(o, d, None, RenderRequest(background=black, shading="textureless", ambient=0.5,
+                                                  light_dir=torch.tensor([0.5, math.sqrt(3) / 2, 0.0]), perturb=False))
     torch.testing.assert_close(out.rgb[0], 0.75 * op.expand(3), **EXACT)
     # normal shading: (n + 1)/2 = (1, 0.5, 0.5); the normal image is the same, composited without background
     bg = torch.tensor([0.0, 0.0, 1.0])
-    out = r.render_rays(o, d, background=bg, shading="normal", perturb=False)
+    out = r.render_rays(o, d, None, RenderRequest(background=bg, shading="normal", perturb=False))
     nrm = torch.tensor([1.0, 0.5, 0.5])
     torch.testing.assert_close(out.rgb[0], nrm * op + (1 - op) * bg, **EXACT)
     torch.testing.assert_close(out.normals[0], nrm * op, **EXACT)
     assert out.sample_normals.shape == out.sample_dirs.shape
     with pytest.raises(ConfigError):
-        r.render_rays(o, d, shading="phong")
+        r.render_rays(o, d, None, RenderRequest(shading="phong"))
 
 
 def test_normals_only_when_needed():
@@ -202,21 +202,21 @@ def test_normals_only_when_needed():
     r = _renderer(field)
     o, d = _centre_ray()
     r.render_rays(o, d)
-    r.render_rays(o, d, shading="lambertian", ambient=1.0)
+    r.render_rays(o, d, None, RenderRequest(shading="lambertian", ambient=1.0))
     assert (field.n_forward, field.n_normals) == (2, 0)
     out = r.render_rays(o, d, need_normals=True)  # albedo colour, but normals for a regulariser
     assert field.n_normals == 1 and out.sample_normals is not None and out.normals is not None
     assert VolumeRenderer.normals_needed("lambertian", 0.3, None)
     assert not VolumeRenderer.normals_needed("lambertian", 0.3, False)
     with pytest.raises(ValueError):
-        r.render_rays(o, d, shading="normal", need_normals=False)
+        r.render_rays(o, d, None, RenderRequest(shading="normal"), need_normals=False)
 
 
 def test_normal_image_uses_detached_weights():
     field = SphereField()
     r = _renderer(field)
     o, d = _centre_ray()
-    out = r.render_rays(o, d, shading="lambertian", ambient=0.1)
+    out = r.render_rays(o, d, None, RenderRequest(shading="lambertian", ambient=0.1))
     out.normals.sum().backward()
     assert field.log_sigma.grad is None or field.log_sigma.grad == 0
     assert field.normal.grad is not None and field.normal.grad.abs().sum() > 0
@@ -236,9 +236,9 @@ def test_render_image_matches_render_and_chunks(alive_marching, shading, ambient
     _conservative_update(r)
     times = torch.tensor([0.0, 0.3])
     cams = Cameras.from_spherical(torch.tensor([0.0, 20.0]), torch.tensor([0.0, 30.0]), 1.8, size=4)
-    kw = dict(shading=shading, ambient=ambient, light_dir=torch.tensor([0.3, 1.0, 0.2]))
-    full = r.render(cams, times.expand(2, 2), perturb=False, **kw)
-    img = r.render_image(cams, times.expand(2, 2), alive_marching=alive_marching, **kw)
+    request = RenderRequest(shading=shading, ambient=ambient, light_dir=torch.tensor([0.3, 1.0, 0.2]), perturb=False)
+    full = r.render(cams, times.expand(2, 2), request)
+    img = r.render_image(cams, times.expand(2, 2), request, alive_marching=alive_marching)
     assert img.rgb.shape == (2, 2, 4, 4, 3) and not img.rgb.requires_grad and img.rgb.device.type == "cpu"
     torch.testing.assert_close(img.rgb, full.rgb.detach(), **EXACT)
     torch.testing.assert_close(img.opacity, full.opacity.detach(), **EXACT)
@@ -274,12 +274,12 @@ def test_occupancy_skipping_keeps_the_image_and_drops_samples():
     field = SphereField()
     r = _renderer(field)
     cams = reference_camera(8)
-    dense = r.render(cams, perturb=False)
+    dense = r.render(cams, None, RenderRequest(perturb=False))
     # a conservative update marks every cell the ball touches; one jittered point per cell of the true ball could
     # miss silhouette cells
     _conservative_update(r)
     assert r.occupancy.occupancy_ratio() < 0.2
-    sparse = r.render(cams, perturb=False)
+    sparse = r.render(cams, None, RenderRequest(perturb=False))
     assert sparse.sample_weights.shape[0] < dense.sample_weights.shape[0] / 2
     torch.testing.assert_close(sparse.rgb, dense.rgb, atol=1e-5, rtol=0)
 
@@ -320,14 +320,14 @@ def test_real_grid_field_static_to_dynamic_handoff():
     static = build_field(fcfg, dynamic=False)
     rs = _renderer(static, res=16)
     cams = reference_camera(6)
-    lit = rs.render(cams, perturb=False, shading="lambertian", ambient=0.3, light_dir=torch.tensor([1.0, 0.0, 0.0]))
+    lit = rs.render(cams, None, RenderRequest(shading="lambertian", ambient=0.3, light_dir=torch.tensor([1.0, 0.0, 0.0]), perturb=False))
     assert lit.opacity.max() > 0.5  # the blob is visible
     (lit.rgb.mean() + lit.normals.mean()).backward()
     assert all(p.grad is not None for p in static.parameters())
-    ref = rs.render(cams, perturb=False)
+    ref = rs.render(cams, None, RenderRequest(perturb=False))
     dynamic = init_dynamic_from_static(static, fcfg)
     rd = _renderer(dynamic, slots=4, res=16)
-    out = rd.render(cams, torch.tensor([0.0, 1.0]), perturb=False)
+    out = rd.render(cams, torch.tensor([0.0, 1.0]), RenderRequest(perturb=False))
     # the hand-off renders exactly like the static field at every τ
     for f in range(2):
         torch.testing.assert_close(out.rgb[0, f], ref.rgb[0, 0].detach(), atol=1e-5, rtol=0)

@@ -11,14 +11,14 @@ from tqdm.auto import tqdm
 
 from animate124.render.cameras import Cameras
 from animate124.render.paths import CameraPath
-from animate124.types import RenderOutput
+from animate124.types import RenderOutput, RenderRequest
 
 
 class ImageRenderer(Protocol):
     """What export needs: ``render.volume.VolumeRenderer`` and ``render.instances.InstancesRenderer`` both fit."""
 
-    def render_image(self, cameras: Cameras, times: Tensor | None = None, background: Tensor | None = None,
-                     shading: str = "albedo", ambient: float = 1.0) -> RenderOutput: ...
+    def render_image(self, cameras: Cameras, times: Tensor | None = None,
+                     request: RenderRequest | None = None) -> RenderOutput: ...
 
 
 @dataclass
@@ -67,8 +67,7 @@ def render_path(
     with torch.no_grad(), tqdm(total=n, desc=desc, unit="frame", disable=not progress, leave=False) as bar:
         for s in range(0, n, frames_per_call):
             idx = torch.arange(s, min(n, s + frames_per_call))
-            out = renderer.render_image(cams[idx], times[idx], background=background, shading=shading,
-                                        ambient=ambient)
+            out = renderer.render_image(cams[idx], times[idx], RenderRequest(background, shading, ambient))
             rgb.append(out.rgb.reshape(-1, cams.height, cams.width, 3).cpu())
             alpha.append(out.opacity.reshape(-1, cams.height, cams.width, 1).cpu())
             depth.append(out.depth.reshape(-1, cams.height, cams.width, 1).cpu())

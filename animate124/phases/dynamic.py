@@ -175,7 +175,7 @@ class DynamicPhase(GenerationPhase):
         request = RenderRequest(background=torch.rand(3, device=dev), shading=shading, ambient=ambient,
                                 light_dir=light.view(1, -1, 3))
         clip_render = ClipRender(cams, clip.times.view(1, -1).to(dev), request)
-        out = self.renderer.render(cams, clip_render.times, **request.kwargs())
+        out = self.renderer.render(cams, clip_render.times, request)
         images = out.images().float().clamp(0.0, 1.0)  # [1, F, 3, H, W]: all frames from ONE field call
         loss = images.new_zeros(())
         stats: Stats = {"ref_step": 0.0, "ambient": ambient, "clip/start0": float(clip.start_from_zero),
@@ -224,7 +224,7 @@ class DynamicPhase(GenerationPhase):
         orbiting = Cameras.from_spherical(elev, azim, rad, size, p.views.fovy).to(dev)
         paths = {}
         for tag, cams in (("fixed", fixed), ("orbit", orbiting)):
-            rgb = self.renderer.render_image(cams, times, background=white).rgb[0]  # [n, H, W, 3]
+            rgb = self.renderer.render_image(cams, times, RenderRequest(white)).rgb[0]  # [n, H, W, 3]
             paths[tag] = write_frames(self.dirs.videos / f"step_{step:07d}_{tag}.mp4", rgb, fps=p.val_fps)
         return paths
 

@@ -39,31 +39,12 @@ from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, merge_s
 from animate124.io.handoff import find_checkpoint
 from animate124.metrics.image import psnr, psnr_from_mse
 from animate124.phases.base import Phase, StepOutput
-from animate124.render.cameras import Cameras, fp32_geometry
+from animate124.render.cameras import Cameras, pixel_rays
 from animate124.render.occupancy import OccupancyGrid, carve_occupancy
 from animate124.render.volume import VolumeRenderer
+from animate124.types import RenderRequest
 
 log = logging.getLogger(__name__)
-
-
-@fp32_geometry  # float32 rays under AMP (an fp16 einsum would give fp16 directions next to fp32 origins)
-def pixel_rays(split: DNeRFSplit, frame: Tensor, pixel: Tensor) -> tuple[Tensor, Tensor]:
-    """Rays through pixel centres of the given frames (same convention as ``render.cameras.get_rays``).
-
-    Args:
-        split: The dataset split.
-        frame: [N] frame indices.
-        pixel: [N] flat pixel indices row·W + col.
-
-    Returns:
-        origins [N, 3], unit directions [N, 3].
-    """
-    w, h, focal = split.width, split.height, split.focal
-    row, col = (pixel // w).float(), (pixel % w).float()
-    cam = torch.stack([(col + 0.5 - 0.5 * w) / focal, -(row + 0.5 - 0.5 * h) / focal, -torch.ones_like(col)], -1)
-    c2w = split.c2w[frame]
-    dirs = torch.einsum("nij,nj->ni", c2w[:, :3, :3], cam)
-    return c2w[:, :3, 3], dirs / dirs.norm(dim=-1, keepdim=True)
 
 
 class FitPhase(Phase):
@@ -136,14 +117,14 @@ class FitPhase(Phase):
         n_pix = data.height * data.width
         flat = torch.randint(len(data) * n_pix, (p.batch_rays,))
         frame, pixel = flat // n_pix, flat % n_pix
-        rays_o, rays_d = pixel_rays(data, frame, pixel)
+        rays_o, rays_d = pixel_rays(data.c2w[frame], pixel, data.width, data.height, data.focal)
         if p.random_background:
             bg = torch.rand(p.batch_rays, 3)
         else:
             bg = torch.full((p.batch_rays, 3), 1.0 if self.cfg.data.white_background else 0.0)
         target = data.composite(bg, flat)
-        out = self.renderer.render_rays(rays_o.to(dev), rays_d.to(dev), data.times[frame].to(dev), bg.to(dev),
-                                        perturb=True)
+        out = self.renderer.render_rays(rays_o.to(dev), rays_d.to(dev), data.times[frame].to(dev),
+                                        RenderRequest(bg.to(dev), perturb=True))
         mse = F.mse_loss(out.rgb.float(), target.to(dev))
         assert out.sample_weights is not None  # render_rays always returns them
         stats = {"psnr": psnr_from_mse(float(mse.detach())),
@@ -171,7 +152,7 @@ class FitPhase(Phase):
             target = target.permute(0, 2, 3, 1)
         self.field.eval()
         preds = [self.renderer.render_image(cams[k], data.times[idx[k : k + 1]].to(self.device)[:, None],
-                                            background=bg.to(self.device)).rgb[0, 0]
+                                            RenderRequest(bg.to(self.device))).rgb[0, 0]
                  for k in range(len(frames))]
         self.field.train()
         return torch.stack(preds).clamp(0, 1).cpu(), target

@@ -41,7 +41,7 @@ from animate124.phases.base import Phase, StepOutput
 from animate124.render.cameras import reference_camera
 from animate124.render.occupancy import OccupancyGrid
 from animate124.render.volume import VolumeRenderer
-from animate124.types import RenderOutput
+from animate124.types import RenderOutput, RenderRequest
 
 REF_ELEVATION, REF_AZIMUTH, REF_RADIUS = 0.0, 0.0, 1.8
 """The reference (input) view: elevation 0, azimuth 0, radius 1.8 (fovy: ``views.fovy``, 40°)."""
@@ -153,8 +153,8 @@ class GenerationPhase(Phase):
         p, ref, dev = self.pcfg, self.ref, self.device
         w = p.reference
         cams = reference_camera(p.ref_size, REF_RADIUS, p.views.fovy, dev)
-        out = self.renderer.render(cams, self.reference_times(), background=torch.ones(3, device=dev),
-                                   shading="albedo")
+        out = self.renderer.render(cams, self.reference_times(),
+                                   RenderRequest(background=torch.ones(3, device=dev), shading="albedo"))
         rgb = out.rgb[0, 0].float().permute(2, 0, 1)          # [3, H, W]
         opacity = out.opacity[0, 0].float().permute(2, 0, 1)  # [1, H, W]
         l_rgb, l_mask = L.masked_rgb_loss(rgb, ref.rgb, ref.mask), L.mask_loss(opacity, ref.mask)
@@ -192,7 +192,7 @@ class GenerationPhase(Phase):
         """The reference view rendered on white ([3, H, W] on the CPU) and its PSNR / MSE against the input."""
         p, dev = self.pcfg, self.device
         cams = reference_camera(p.ref_size, REF_RADIUS, p.views.fovy, dev)
-        out = self.renderer.render_image(cams, self.reference_times(), background=torch.ones(3, device=dev))
+        out = self.renderer.render_image(cams, self.reference_times(), RenderRequest(torch.ones(3, device=dev)))
         pred = out.rgb[0, 0].permute(2, 0, 1).float()
         mse = F.mse_loss(pred, self.ref.rgb.float().cpu()).item()
         return pred, {"ref_psnr": psnr_from_mse(mse), "ref_mse": mse}

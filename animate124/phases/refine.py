@@ -114,7 +114,7 @@ class RefinePhase(DynamicPhase):
         idx = torch.as_tensor(frames, dtype=torch.long)
         cams = clip.cameras[idx] if len(clip.cameras) == f else clip.cameras
         times = clip.times[..., idx.to(clip.times.device)]
-        out = self.frozen_renderer.render(cams, times, **clip.request.frames(idx, f).kwargs())
+        out = self.frozen_renderer.render(cams, times, clip.request.frames(idx, f))
         return out.images().float().clamp(0.0, 1.0)
 
     def extra_sds(self, step: int, images: Tensor, ctx: GuidanceContext,

@@ -53,7 +53,7 @@ from animate124.phases.generation import (
     resolve_inputs,
 )
 from animate124.render.cameras import Cameras, sample_random_views
-from animate124.types import GuidanceContext
+from animate124.types import GuidanceContext, RenderRequest
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class StaticPhase(GenerationPhase):
         light = cams.origins[0] + torch.randn(3, device=dev)
         light = light / light.norm().clamp_min(1e-6)
         background = torch.rand(3, device=dev)
-        out = self.renderer.render(cams, background=background, shading=shading, ambient=ambient, light_dir=light)
+        out = self.renderer.render(cams, None, RenderRequest(background, shading, ambient, light))
         images = out.images().float().clamp(0.0, 1.0)  # [1, 1, 3, H, W]
         ctx = GuidanceContext(step=step, elevation=elev.view(1, 1), azimuth=azim.view(1, 1), radius=rad.view(1, 1),
                               ref_elevation=REF_ELEVATION, ref_azimuth=REF_AZIMUTH, ref_radius=REF_RADIUS)
@@ -148,7 +148,7 @@ class StaticPhase(GenerationPhase):
         n = max(1, int(p.val_views))
         azim = torch.arange(n, dtype=torch.float32) * (360.0 / n)
         cams = Cameras.from_spherical(torch.zeros(n), azim, REF_RADIUS, p.val_size, p.views.fovy).to(dev)
-        views = self.renderer.render_image(cams, background=torch.ones(3, device=dev)).rgb[:, 0]  # [n, H, W, 3]
+        views = self.renderer.render_image(cams, None, RenderRequest(torch.ones(3, device=dev))).rgb[:, 0]  # [n, H, W, 3]
         strip = torch.cat(list(views.clamp(0, 1)), dim=1)
         self.dirs.val.mkdir(parents=True, exist_ok=True)
         iio.imwrite(self.dirs.val / f"step_{step:07d}.png", (strip.numpy() * 255.0 + 0.5).astype(np.uint8))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -55,7 +55,7 @@ def fp32_geometry(fn: _F) -> _F:
         with autocast_off():
             return fn(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(_F, wrapper)
 
 
 def geometry_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -179,6 +179,26 @@ def get_rays(cams: Cameras) -> tuple[Tensor, Tensor]:
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)
     origins = cams.origins.to(dtype).view(-1, 1, 1, 3).expand_as(dirs)
     return origins, dirs
+
+
+@fp32_geometry  # float32 rays under AMP (an fp16 einsum would give fp16 directions next to fp32 origins)
+def pixel_rays(c2w: Tensor, pixel: Tensor, width: int, height: int, focal: float) -> tuple[Tensor, Tensor]:
+    """Rays through the centres of single pixels of N views (the convention of :func:`get_rays`, without building
+    every ray of every image: what a supervised fit samples).
+
+    Args:
+        c2w: [N, 4, 4] camera-to-world of each ray's view.
+        pixel: [N] flat pixel indices row·W + col.
+        width, height: image size; focal: focal length in pixels.
+
+    Returns:
+        origins [N, 3], unit directions [N, 3].
+    """
+    w, h = width, height
+    row, col = (pixel // w).float(), (pixel % w).float()
+    cam = torch.stack([(col + 0.5 - 0.5 * w) / focal, -(row + 0.5 - 0.5 * h) / focal, -torch.ones_like(col)], -1)
+    dirs = torch.einsum("nij,nj->ni", c2w[:, :3, :3], cam)
+    return c2w[:, :3, 3], dirs / dirs.norm(dim=-1, keepdim=True)
 
 
 @fp32_geometry
@@ -334,7 +354,7 @@ def moving_trajectory(
     dynamic_cam_rate: float = 0.9,
     d_elev: float = 45.0,
     d_azim: float = 90.0,
-    **view_kwargs: object,
+    **view_kwargs: Any,
 ) -> tuple[Tensor, Tensor, Tensor, bool]:
     """Camera path of one training clip (spec §6.3).
 
@@ -353,7 +373,7 @@ def moving_trajectory(
     Returns:
         elevation: [F] degrees; azimuth: [F] degrees in [−180, 180); radius: [F]; moving: whether the camera moves.
     """
-    elev0, azim0, rad0 = sample_random_views(1, generator=generator, **view_kwargs)  # type: ignore[arg-type]
+    elev0, azim0, rad0 = sample_random_views(1, generator=generator, **view_kwargs)
     moving = bool(torch.rand(1, generator=generator).item() < dynamic_cam_rate)
     frac = torch.arange(n_frames, dtype=torch.float32) / n_frames
     if moving:

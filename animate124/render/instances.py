@@ -19,19 +19,19 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from animate124 import ops
 from animate124.config.schema import RenderConfig
 from animate124.errors import ConfigError
 from animate124.render.cameras import Cameras, get_rays
+from animate124.render.march import FieldSamples, Samples, check_shading, evaluate, march, normals_needed, shade_and_composite
 from animate124.render.occupancy import OccupancyGrid
-from animate124.render.volume import SHADING_MODES, VolumeRenderer, sample_ray_indices, shade
-from animate124.types import RenderOutput
+from animate124.types import RenderOutput, RenderRequest
 
 TIME_WRAPS = ("loop", "pingpong", "clamp")
 
@@ -56,6 +56,11 @@ def wrap_time(tau: Tensor, mode: str) -> Tensor:
     if mode == "clamp":
         return tau.clamp(0.0, 1.0)
     raise ConfigError(f"instance time_wrap must be one of {', '.join(TIME_WRAPS)} (got {mode!r})")
+
+
+def _on(x: Tensor | None, like: Tensor) -> Tensor | None:
+    """``x`` on the device and in the dtype of ``like`` (None stays None)."""
+    return x.to(like) if x is not None else None
 
 
 class Instance(nn.Module):
@@ -145,96 +150,66 @@ class InstancesRenderer(nn.Module):
         self.register_buffer("_dummy", torch.empty(0), persistent=False)
 
     def _march(self, inst: Instance, rays_o: Tensor, rays_d: Tensor, times: Tensor | None, perturb: bool,
-               need_normals: bool) -> tuple[Tensor, ...]:
-        """(ray ids [M], t_w [M], dt_w [M], σ_w [M], albedo [M, 3], world normals [M, 3]) of one instance's samples
-        (normals are zeros unless ``need_normals``; they are rotated by R, which a uniform scale does not change)."""
-        n, dev = rays_o.shape[0], rays_o.device
+               need_normals: bool) -> tuple[Samples, FieldSamples]:
+        """One instance's samples (ray ids, t_w and dt_w in world units) and its field at them (σ_w = σ_l / s, world
+        normals: rotated by R, which a uniform scale does not change; None unless ``need_normals``)."""
         o, d = inst.local_rays(rays_o, rays_d)
-        occ = inst.occupancy
-        nears, fars = ops.near_far_from_aabb(o, d, inst.aabb, self.cfg.min_near / inst.scale)
         tau = inst.local_times(times) if times is not None else None
-        slots = occ.slots_of(tau) if tau is not None else torch.zeros(n, dtype=torch.long, device=dev)
-        noise = torch.rand(n, device=dev) if perturb else torch.full((n,), 0.5, device=dev)
-        dt = 2.0 * math.sqrt(3.0) * float(occ.bound) / self.cfg.max_steps
-        samples = ops.march_rays_train(o.contiguous(), d.contiguous(), nears, fars, occ.bitfield, slots, noise,
-                                       float(occ.bound), occ.resolution, dt, self.cfg.max_steps)
-        m = samples.xyzs.shape[0]
-        ids = sample_ray_indices(samples.rays, m)
-        if m == 0:
-            z, z3 = torch.zeros(0, device=dev, dtype=rays_o.dtype), torch.zeros(0, 3, device=dev, dtype=rays_o.dtype)
-            return ids, z, z, z, z3, z3
-        t_s = tau[ids] if (tau is not None and inst.dynamic) else None
-        out = inst.field(samples.xyzs, t_s)
-        normals = inst.field.normals(samples.xyzs, t_s) @ inst.rotation.T if need_normals else \
-            torch.zeros_like(out.albedo)
-        return (ids, samples.ts[:, 0] * inst.scale, samples.ts[:, 1] * inst.scale, out.density / inst.scale,
-                out.albedo, normals)
+        s = march(o, d, inst.occupancy, tau, inst.aabb, self.cfg.min_near / inst.scale, self.cfg.max_steps, perturb)
+        f = evaluate(inst.field, s.xyzs, s.ray_ids, tau, need_normals)
+        normals = f.normals @ inst.rotation.T if f.normals is not None else None
+        return Samples(s.xyzs, s.dirs, s.ts * inst.scale, s.rays, s.ray_ids), \
+            FieldSamples(f.sigmas / inst.scale, f.albedo, normals)
 
-    def render_rays(
-        self,
-        rays_o: Tensor,
-        rays_d: Tensor,
-        times: Tensor | None = None,
-        background: Tensor | None = None,
-        shading: str = "albedo",
-        ambient: float = 1.0,
-        light_dir: Tensor | None = None,
-        perturb: bool = False,
-    ) -> RenderOutput:
+    def render_rays(self, rays_o: Tensor, rays_d: Tensor, times: Tensor | None = None,
+                    request: RenderRequest | None = None) -> RenderOutput:
         """Render N world rays through all instances (see the module docstring).
 
         Args:
             rays_o: [N, 3] origins; rays_d: [N, 3] unit directions; times: [N] scene τ (None: static).
-            background: [3] or [N, 3] (default white).
-            shading: albedo | lambertian | textureless | normal (as VolumeRenderer; normals only when needed).
-            ambient: ambient ratio a of lambertian / textureless shading.
-            light_dir: [3] or [N, 3] direction towards the light (default normalize(rays_o)).
-            perturb: jitter the sample lattice per ray.
+            request: as in ``VolumeRenderer.render_rays`` (normals only when the shading needs them); default
+                ``RenderRequest(perturb=False)``.
 
         Returns:
             RenderOutput with rgb [N, 3], opacity [N, 1], depth [N, 1] (world distance Σ w·t_w), sample_weights [M].
         """
-        if shading not in SHADING_MODES:
-            raise ConfigError(f"unknown shading mode {shading!r}; use one of {', '.join(SHADING_MODES)}")
-        n, dev = rays_o.shape[0], rays_o.device
-        need = VolumeRenderer.normals_needed(shading, ambient, None)
-        parts = [self._march(inst, rays_o, rays_d, times, perturb, need) for inst in self.instances]
-        ids, t_w, dt_w, sigmas, albedo, normals = (torch.cat([p[k] for p in parts]) for k in range(6))
-        rgbs = shade(shading, albedo, normals, ambient, light_dir, rays_o, ids)
+        req = request if request is not None else RenderRequest(perturb=False)
+        req = dataclasses.replace(req, background=_on(req.background, rays_o), light_dir=_on(req.light_dir, rays_o))
+        check_shading(req.shading)
+        n = rays_o.shape[0]
+        need = normals_needed(req.shading, req.ambient, None)
+        parts = [self._march(inst, rays_o, rays_d, times, req.perturb, need) for inst in self.instances]
+        ids = torch.cat([p[0].ray_ids for p in parts])
+        ts = torch.cat([p[0].ts for p in parts])
         # sort by (ray, t): stable sort by t, then stable sort by ray id keeps the t order within each ray
-        order = torch.argsort(t_w, stable=True)
+        order = torch.argsort(ts[:, 0], stable=True)
         order = order[torch.argsort(ids[order], stable=True)]
         counts = torch.bincount(ids, minlength=n)
         offsets = torch.cumsum(counts, 0) - counts
-        rays = torch.stack([offsets, counts], dim=-1).to(torch.int32)
-        ts = torch.stack([t_w[order], dt_w[order]], dim=-1)
-        weights, acc, depth, image = ops.composite_rays_train(sigmas[order].contiguous(), rgbs[order].contiguous(),
-                                                              ts.contiguous(), rays, self.cfg.t_thresh)
-        bg = torch.ones(3, device=dev, dtype=rays_o.dtype) if background is None else background.to(rays_o)
-        rgb = image + (1.0 - acc).unsqueeze(-1) * bg
-        return RenderOutput(rgb=rgb, opacity=acc.unsqueeze(-1), depth=depth.unsqueeze(-1), sample_weights=weights)
+        ids, ts = ids[order], ts[order]
+        dirs = rays_d[ids]
+        merged = Samples(rays_o[ids] + dirs * ts[:, :1], dirs, ts, torch.stack([offsets, counts], dim=-1).to(torch.int32),
+                         ids)
+        normals = torch.cat([p[1].normals for p in parts if p[1].normals is not None])[order] if need else None
+        field_out = FieldSamples(torch.cat([p[1].sigmas for p in parts])[order],
+                                 torch.cat([p[1].albedo for p in parts])[order], normals)
+        return shade_and_composite(merged, field_out, rays_o, req, self.cfg.t_thresh)
 
     @torch.no_grad()
-    def render_image(
-        self,
-        cameras: Cameras,
-        times: Tensor | None = None,
-        background: Tensor | None = None,
-        shading: str = "albedo",
-        ambient: float = 1.0,
-        **_: Any,
-    ) -> RenderOutput:
+    def render_image(self, cameras: Cameras, times: Tensor | None = None, request: RenderRequest | None = None,
+                     **_: Any) -> RenderOutput:
         """Inference render of F frames (one camera and one time per frame), chunked by ``cfg.chunk_rays``.
 
         Args:
             cameras: F cameras.
             times: [F] scene times (None: static).
-            background: [3] colour (default white).
-            shading, ambient: see :meth:`render_rays`.
+            request: background [3] (default white), shading, ambient, light_dir [3] (default: towards each ray's
+                origin); ``perturb`` is not used (no jitter).
 
         Returns:
             RenderOutput with rgb [1, F, H, W, 3], opacity / depth [1, F, H, W, 1] on the CPU.
         """
+        req = dataclasses.replace(request if request is not None else RenderRequest(), perturb=False)
         cams = cameras.to(self._dummy.device)
         origins, dirs = get_rays(cams)
         f, h, w = len(cams), cams.height, cams.width
@@ -243,8 +218,7 @@ class InstancesRenderer(nn.Module):
         chunk, outs = max(1, self.cfg.chunk_rays), []
         for s in range(0, rays_o.shape[0], chunk):
             sl = slice(s, s + chunk)
-            o = self.render_rays(rays_o[sl], rays_d[sl], ray_t[sl] if ray_t is not None else None, background,
-                                 shading, ambient)
+            o = self.render_rays(rays_o[sl], rays_d[sl], ray_t[sl] if ray_t is not None else None, req)
             outs.append((o.rgb.cpu(), o.opacity.cpu(), o.depth.cpu()))
         rgb, acc, depth = (torch.cat([p[k] for p in outs]) for k in range(3))
         return RenderOutput(rgb=rgb.reshape(1, f, h, w, 3), opacity=acc.reshape(1, f, h, w, 1),

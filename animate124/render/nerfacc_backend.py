@@ -21,14 +21,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from animate124.config.schema import RenderConfig
 from animate124.errors import ConfigError
 from animate124.render.cameras import autocast_off
-from animate124.render.volume import shade
-from animate124.types import RenderOutput
+from animate124.render.march import evaluate, is_dynamic, normals_needed, shade, step_size
+from animate124.types import RenderOutput, RenderRequest
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from animate124.render.occupancy import OccupancyGrid
-    from animate124.render.volume import VolumeRenderer
 
 _HINT = "render.backend=nerfacc needs a CUDA device and nerfacc>=0.5; use render.backend=auto"
 _ESTIMATORS: "weakref.WeakKeyDictionary[OccupancyGrid, Any]" = weakref.WeakKeyDictionary()
@@ -47,24 +49,24 @@ def _estimator(occupancy: "OccupancyGrid", device: torch.device):
     return est
 
 
-def _sample(renderer: "VolumeRenderer", rays_o: Tensor, rays_d: Tensor, slots: Tensor, use_times: Tensor | None,
-            perturb: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _sample(field: "nn.Module", occupancy: "OccupancyGrid", cfg: RenderConfig, rays_o: Tensor, rays_d: Tensor,
+            slots: Tensor, use_times: Tensor | None, perturb: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(ray_indices [M] int64 sorted, t_starts [M], t_ends [M]) over all slots present in the batch."""
-    est = _estimator(renderer.occupancy, rays_o.device)
+    est = _estimator(occupancy, rays_o.device)
     parts = []
     for slot in torch.unique(slots).tolist():
         idx = (slots == slot).nonzero().squeeze(1)
-        est.binaries = renderer.occupancy.occupied(int(slot))[None].to(rays_o.device)
+        est.binaries = occupancy.occupied(int(slot))[None].to(rays_o.device)
         o, d = rays_o[idx], rays_d[idx]
         t_slot = None if use_times is None else use_times[idx]
 
         def sigma_fn(t0: Tensor, t1: Tensor, ri: Tensor, o=o, d=d, t_slot=t_slot) -> Tensor:
             x = o[ri] + d[ri] * ((t0 + t1) / 2)[:, None]
-            return renderer.field.density(x, None if t_slot is None else t_slot[ri]).float()
+            return field.density(x, None if t_slot is None else t_slot[ri]).float()
 
-        ri, t0, t1 = est.sampling(o, d, sigma_fn=sigma_fn, near_plane=renderer.cfg.min_near,
-                                  render_step_size=renderer.dt, stratified=perturb,
-                                  early_stop_eps=renderer.cfg.t_thresh, alpha_thre=0.0)
+        ri, t0, t1 = est.sampling(o, d, sigma_fn=sigma_fn, near_plane=cfg.min_near,
+                                  render_step_size=step_size(float(occupancy.bound), cfg.max_steps),
+                                  stratified=perturb, early_stop_eps=cfg.t_thresh, alpha_thre=0.0)
         parts.append((idx[ri.long()], t0, t1))
     ray_ids = torch.cat([p[0] for p in parts])
     order = torch.argsort(ray_ids, stable=True)  # nerfacc's packed format wants each ray's samples contiguous
@@ -82,39 +84,33 @@ def _nerfacc(rays_o: Tensor):
     return nerfacc
 
 
-def render_rays_nerfacc(renderer: "VolumeRenderer", rays_o: Tensor, rays_d: Tensor, times: Tensor | None = None,
-                        background: Tensor | None = None, shading: str = "albedo", ambient: float = 1.0,
-                        light_dir: Tensor | None = None, perturb: bool = True,
+def render_rays_nerfacc(field: "nn.Module", occupancy: "OccupancyGrid", cfg: RenderConfig, rays_o: Tensor,
+                        rays_d: Tensor, times: Tensor | None = None, request: RenderRequest | None = None,
                         need_normals: bool | None = None) -> RenderOutput:
-    """Render N rays with nerfacc; arguments and result as :meth:`VolumeRenderer.render_rays`.
+    """Render N rays of ``field`` through ``occupancy`` with nerfacc; the rays, times, request and result as
+    ``VolumeRenderer.render_rays`` (``cfg``: its step count, near plane and transmittance threshold).
 
     Raises:
         ConfigError: rays on the CPU, or nerfacc not importable.
     """
     nerfacc = _nerfacc(rays_o)
+    req = request if request is not None else RenderRequest()
     rays_o, rays_d = rays_o.to(torch.float32), rays_d.to(torch.float32)
     n, dev = rays_o.shape[0], rays_o.device
-    bg = torch.ones(3, device=dev) if background is None else background
+    bg = torch.ones(3, device=dev) if req.background is None else req.background
     bg = bg.expand(n, 3) if bg.shape == (3,) else bg
-    use_times = times if (times is not None and renderer._dynamic) else None
-    slots = renderer.occupancy.slots_of(times) if times is not None else torch.zeros(n, dtype=torch.long, device=dev)
+    use_times = times if (times is not None and is_dynamic(field)) else None
+    slots = occupancy.slots_of(times) if times is not None else torch.zeros(n, dtype=torch.long, device=dev)
     with autocast_off():
-        ray_ids, t0, t1 = _sample(renderer, rays_o, rays_d, slots, use_times, perturb)
+        ray_ids, t0, t1 = _sample(field, occupancy, cfg, rays_o, rays_d, slots, use_times, req.perturb)
     t_mid = (t0 + t1) / 2
     xyzs = rays_o[ray_ids] + rays_d[ray_ids] * t_mid[:, None]
-    t_samples = None if use_times is None else use_times[ray_ids]
-    m = xyzs.shape[0]
-    if m > 0:
-        out = renderer.field(xyzs, t_samples)
-        sigmas, albedo = out.density.float(), out.albedo.float()
-    else:
-        sigmas, albedo = torch.zeros(0, device=dev), torch.zeros(0, 3, device=dev)
-    with autocast_off():  # as in VolumeRenderer: normals, shading and compositing in float32
-        normals = None
-        if renderer.normals_needed(shading, ambient, need_normals):
-            normals = renderer.field.normals(xyzs, t_samples).float() if m > 0 else torch.zeros_like(albedo)
-        light = light_dir.float() if light_dir is not None else None
-        rgbs = shade(shading, albedo, normals, ambient, light, rays_o, ray_ids)
+    field_out = evaluate(field, xyzs, ray_ids, times, normals_needed(req.shading, req.ambient, need_normals))
+    with autocast_off():  # as in VolumeRenderer: shading and compositing in float32
+        sigmas, albedo = field_out.sigmas.float(), field_out.albedo.float()
+        normals = field_out.normals.float() if field_out.normals is not None else None
+        light = req.light_dir.float() if req.light_dir is not None else None
+        rgbs = shade(req.shading, albedo, normals, req.ambient, light, rays_o, ray_ids)
         weights, _, _ = nerfacc.render_weight_from_density(t0, t1, sigmas, ray_indices=ray_ids, n_rays=n)
         opacity = nerfacc.accumulate_along_rays(weights, None, ray_indices=ray_ids, n_rays=n)
         image = nerfacc.accumulate_along_rays(weights, rgbs, ray_indices=ray_ids, n_rays=n)
