@@ -126,3 +126,36 @@ def test_chain_kill9_during_dynamic_then_resume(tmp_path):
     dyn = json.loads((run_dir / "dynamic" / "report.json").read_text())
     assert dyn["start_step"] > 0 and dyn["step"] == 6  # resumed, not restarted
     assert Path(report["video"]).is_file()
+
+
+def test_each_phase_is_freed_before_the_next(tmp_path, monkeypatch):
+    """issue 11 defect 9: what a phase held in reference cycles is collected, and CUDA's cache emptied, between phases."""
+    import gc
+    import weakref
+
+    import torch
+
+    class Held:  # a phase's model graph: kept alive only by its own cycle once the phase returns
+        pass
+
+    alive, emptied = [], []
+    inner = _fake_run_phase([])
+
+    def run_phase(cfg, run_dir):
+        alive.append(any(ref() is not None for ref in refs))
+        held = Held()
+        held.self = held
+        refs.append(weakref.ref(held))
+        return inner(cfg, run_dir)
+
+    refs: list = []
+    gc.disable()  # only the explicit collection between phases may free the cycles
+    try:
+        monkeypatch.setattr(phases_pkg, "run_phase", run_phase)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+        all_phase.run(_cfg(tmp_path), tmp_path / "run")
+    finally:
+        gc.enable()
+    assert alive == [False, False, False, False]
+    assert len(emptied) == 4

@@ -178,20 +178,20 @@ class GridField(nn.Module):
         enc = self.encoding
         if len(weights) != self.cfg.num_levels:
             raise ValueError(f"time_smoothness needs {self.cfg.num_levels} level weights, got {len(weights)}")
-        if self.kind == FieldKind.hash4d:
-            grid = enc.grid4d  # type: ignore[union-attr]
+        if isinstance(enc, Hash4DEncoding):  # kind == hash4d
+            grid = enc.grid4d
             x = (torch.rand(points, 3, device=self.device) * 2.0 - 1.0) * self.cfg.bound
             t = torch.rand(points, device=self.device) * (1.0 - dt)
             diff = (grid(x, t + dt) - grid(x, t)).view(points, self.cfg.num_levels, -1)
             per_level = diff.float().pow(2).sum(-1).mean(0)
             return (per_level * per_level.new_tensor(list(weights))).sum()
         total = self._dummy.new_zeros(())
-        if enc.keyframes < 2:  # type: ignore[union-attr]
+        if enc.keyframes < 2:
             return total
-        offsets = enc.level_offsets  # type: ignore[union-attr]  (host list: no device sync)
+        offsets = enc.level_offsets  # host list: no device sync
         for level, weight in enumerate(weights):
             if weight > 0:
-                rows = enc.embeddings[:, offsets[level] : offsets[level + 1]]  # type: ignore[union-attr]
+                rows = enc.embeddings[:, offsets[level] : offsets[level + 1]]
                 total = total + weight * keyframe_tv(rows)
         return total
 

@@ -260,8 +260,12 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         return []
-    found = [p for p in ckpt_dir.iterdir() if p.is_dir() and STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]  # matched in the filter above
+    found = {}
+    for p in ckpt_dir.iterdir():
+        m = STEP_DIR.match(p.name)
+        if m and p.is_dir() and (p / STATE_FILE).is_file():
+            found[p] = int(m.group(1))
+    return sorted(found, key=found.__getitem__)
 
 
 def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:

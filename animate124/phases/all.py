@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import sys
 import time
@@ -137,6 +138,16 @@ def summarize(run_dir: Path, reports: dict[str, dict[str, Any]], video: Optional
     }
 
 
+def release_memory() -> None:
+    """Free what the finished phase held (its models, field, optimizer) before the next one loads its own: collect the
+    reference cycles now and return the CUDA caching allocator's free blocks, so phases do not stack in memory."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Run the missing phases in order; returns the top-level report (also written to ``<run_dir>/report.json``)."""
     from animate124.phases import run_phase
@@ -153,6 +164,7 @@ def run(cfg: Any, run_dir: Path) -> dict[str, Any]:
             continue
         _say(chain_table(run_dir, pcfg, current=name))
         reports[name] = run_phase(dataclasses.replace(cfg, phase=getattr(pcfg, name)), run_dir)
+        release_memory()
     _say(chain_table(run_dir, pcfg))
     video = _final_video(cfg, run_dir, pcfg)
     extras = _final_outputs(cfg, run_dir, pcfg)
