@@ -137,6 +137,29 @@ def test_image_video_loss_comes_back_on_the_images_device(tiny_models):
     assert total.device.type == "cuda"
 
 
+# ------------------------------------- found by the fake-CUDA traces (tests/test_fake_cuda_phases.py), 2026-12-04
+def test_renderer_is_born_on_its_grids_device():
+    """The phases built the renderer without .to(device): its aabb stayed on the CPU and every render moved the
+    cameras back there, so marching met a CUDA bitfield with CPU rays (ValueError at step 0 of every 3D phase)."""
+    occ = OccupancyGrid(16).to("meta")
+    renderer = VolumeRenderer(build_field(FieldConfig(), dynamic=False).to("meta"), occ, RenderConfig(max_steps=32))
+    assert renderer.aabb.device.type == "meta"
+
+
+def test_controlnet_term_keeps_its_schedule_with_the_models(tiny_models):
+    """ControlNet-Tile registered the scheduler's ᾱ (a CPU tensor) as is: one host-to-device copy per step."""
+    from torch import nn
+
+    from animate124.config.guidance import ControlNetGuidanceConfig
+    from animate124.guidance.controlnet import ControlNetTileGuidance
+
+    unet = nn.Linear(2, 2).to("meta")
+    term = ControlNetTileGuidance.from_parts(ControlNetGuidanceConfig(), nn.Identity(), unet, nn.Identity(),
+                                             torch.linspace(0.99, 0.01, 1000), torch.zeros(2, 77, 8),
+                                             torch.zeros(2, 77, 8))
+    assert term.alphas_cumprod.device.type == "meta"
+
+
 # ------------------------------------------------------------------------------------------------------ defect 8
 def test_static_sds_balance_gradient_ratio(tmp_path):
     """original: SDS-step gradients are 2^-16 of corrected's (no scaler on the CPU); reference steps are unchanged."""

@@ -123,15 +123,16 @@ class ControlNetTileGuidance(GuidanceTerm):
                alphas_cumprod: Tensor, unet_embeddings: Tensor, control_embeddings: Tensor) -> None:
         self.cfg = cfg
         self.vae, self.unet, self.controlnet = vae, unet, controlnet
+        device = next(unet.parameters()).device  # the scheduler's ᾱ is a CPU tensor: bring it to the models
         self.alphas_cumprod: Tensor
-        self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone().to(device), persistent=False)
         self.unet_embeddings: Tensor
         self.register_buffer("unet_embeddings", unet_embeddings.detach().clone(), persistent=False)
         self.control_embeddings: Tensor
         self.register_buffer("control_embeddings", control_embeddings.detach().clone(), persistent=False)
         self.sampler = TimestepSampler.from_config(cfg, len(alphas_cumprod))
         self.freeze()
-        self._dummy = self._dummy.to(next(unet.parameters()).device)
+        self._dummy = self._dummy.to(device)
 
     def frame_indices(self, num_clip_frames: int) -> list[int]:
         """Which frames of an F-frame clip get the term (validated against F)."""

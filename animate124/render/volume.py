@@ -81,7 +81,10 @@ class VolumeRenderer(nn.Module):
             raise ConfigError(f"render.max_steps must be >= 1, got {self.cfg.max_steps}; the original uses 1024")
         b = self.bound
         self.aabb: Tensor
-        self.register_buffer("aabb", torch.tensor([-b, -b, -b, b, b, b]), persistent=False)
+        # on the grid's device: a renderer built around CUDA modules must not march CPU rays (issue 11: the phases
+        # built it without .to(device), so every render moved the cameras back to the CPU)
+        self.register_buffer("aabb", torch.tensor([-b, -b, -b, b, b, b], device=occupancy.bitfield.device),
+                             persistent=False)
 
     @property
     def dt(self) -> float:
