@@ -55,3 +55,18 @@ def dispatch(name: str, *tensors: Tensor) -> Callable[..., Any]:
     from animate124.ops import _reference
 
     return getattr(_reference, name)
+
+
+def check_values(ok: Tensor, message: str) -> None:
+    """A data-dependent input check without a host sync on the GPU.
+
+    CPU tensors are read on the host (free) and raise ``ValueError(message)``; device (and fake) tensors get a
+    device-side assert (``torch._assert_async``), which CUDA reports asynchronously, so the step never waits.
+    """
+    from torch._subclasses.fake_tensor import is_fake
+
+    if ok.device.type == "cpu" and not is_fake(ok):
+        if not bool(ok):
+            raise ValueError(message)
+    else:
+        torch._assert_async(ok, message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from animate124.ops._checks import check_float, check_int, check_same_device, dispatch
+from animate124.ops._checks import check_float, check_int, check_same_device, check_values, dispatch
 
 __all__ = ["composite_rays_train"]
 
@@ -43,7 +43,7 @@ def composite_rays_train(sigmas: Tensor, rgbs: Tensor, ts: Tensor, rays: Tensor,
     check_same_device(sigmas=sigmas, rgbs=rgbs, ts=ts, rays=rays)
     if rgbs.dtype != sigmas.dtype or ts.dtype != sigmas.dtype:
         raise ValueError(f"sigmas, rgbs, ts must share a dtype, got {sigmas.dtype}, {rgbs.dtype}, {ts.dtype}")
-    if rays.shape[0] and int((rays[:, 0].long() + rays[:, 1].long()).max()) > m:
-        raise ValueError(f"rays (offset + count) point past the {m} samples")
+    if rays.shape[0]:  # a device-side assert on CUDA (no host sync in the step)
+        check_values((rays[:, 0].long() + rays[:, 1].long()).max() <= m, f"rays (offset + count) point past the {m} samples")
     fn = dispatch("composite_rays_train", sigmas, rgbs, ts, rays)
     return fn(sigmas.contiguous(), rgbs.contiguous(), ts.contiguous(), rays.contiguous(), float(t_thresh))

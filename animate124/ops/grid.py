@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from animate124.ops._checks import check_float, check_int, check_same_device, dispatch
+from animate124.ops._checks import check_float, check_int, check_same_device, check_values, dispatch
 
 __all__ = ["morton3d", "morton3d_invert", "packbits"]
 
@@ -23,8 +23,8 @@ def morton3d(coords: Tensor) -> Tensor:
         tensor([ 1,  2,  4,  9])
     """
     check_int("coords", coords, (None, 3))
-    if coords.numel() and (int(coords.min()) < 0 or int(coords.max()) > 1023):
-        raise ValueError("coords must lie in [0, 1023] (10 bits per axis)")
+    if coords.numel():
+        check_values((coords.min() >= 0) & (coords.max() <= 1023), "coords must lie in [0, 1023] (10 bits per axis)")
     return dispatch("morton3d", coords)(coords.contiguous())
 
 
@@ -42,8 +42,8 @@ def morton3d_invert(idx: Tensor) -> Tensor:
         tensor([[3, 0, 0]])
     """
     check_int("idx", idx, (None,))
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= 1 << 30):
-        raise ValueError("Morton codes must lie in [0, 2^30)")
+    if idx.numel():
+        check_values((idx.min() >= 0) & (idx.max() < 1 << 30), "Morton codes must lie in [0, 2^30)")
     return dispatch("morton3d_invert", idx)(idx.contiguous())
 
 

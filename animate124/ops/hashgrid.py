@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from animate124.ops._checks import check_float, check_int, check_same_device, dispatch
+from animate124.ops._checks import check_float, check_int, check_same_device, check_values, dispatch
 
 __all__ = ["grid_layout", "grid_encode", "keyframe_tv"]
 
@@ -99,8 +99,7 @@ def grid_encode(x: Tensor, embeddings: Tensor, offsets: Tensor, resolutions: Ten
     check_int("offsets", offsets, (n_levels + 1,))
     if kind not in GRID_KINDS:
         raise ValueError(f"kind must be one of {GRID_KINDS}, got {kind!r}")
-    if int(offsets[-1]) != total:
-        raise ValueError(f"offsets[-1] = {int(offsets[-1])} must equal the table length {total}")
+    check_values(offsets[-1] == total, f"offsets[-1] must equal the table length {total}")  # no host sync on CUDA
     tensors = {"x": x, "embeddings": embeddings, "offsets": offsets, "resolutions": resolutions}
     if k > 1:
         if t is None:

@@ -5,25 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from animate124.ops._checks import check_float, check_int, check_same_device, check_tensor, dispatch
+from animate124.ops._checks import check_float, check_int, check_same_device, check_tensor, check_values, dispatch
 from animate124.types import RaySamples
 
 __all__ = ["near_far_from_aabb", "march_rays_train"]
-
-
-def check_values(ok: Tensor, message: str) -> None:
-    """A data-dependent input check without a host sync on the GPU.
-
-    CPU tensors are read on the host (free) and raise ``ValueError(message)``; device (and fake) tensors get a
-    device-side assert (``torch._assert_async``), which CUDA reports asynchronously, so the step never waits.
-    """
-    from torch._subclasses.fake_tensor import is_fake
-
-    if ok.device.type == "cpu" and not is_fake(ok):
-        if not bool(ok):
-            raise ValueError(message)
-    else:
-        torch._assert_async(ok, message)
 
 
 def near_far_from_aabb(rays_o: Tensor, rays_d: Tensor, aabb: Tensor,

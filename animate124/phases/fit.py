@@ -37,7 +37,7 @@ from animate124.errors import CheckpointError, InputError
 from animate124.fields import GridField, build_field, level_weights, load_field_state
 from animate124.io.checkpoint import latest_checkpoint, load_checkpoint, merge_states, save_checkpoint, split_state
 from animate124.io.handoff import find_checkpoint
-from animate124.metrics.image import psnr, psnr_from_mse
+from animate124.metrics.image import psnr, psnr_tensor
 from animate124.phases.base import Phase, StepOutput
 from animate124.render.cameras import Cameras, pixel_rays
 from animate124.render.occupancy import OccupancyGrid, carve_occupancy
@@ -71,7 +71,7 @@ class FitPhase(Phase):
         """``step`` and ``val_psnr`` of the best validation so far (restored on resume)."""
         self.occupancy = OccupancyGrid.from_config(cfg.render, p.time_slots, cfg.field.bound,
                                                    density_thresh=p.occupancy_thresh).to(self.device)
-        self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render)
+        self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render).to(self.device)
         self.hull: Tensor | None = None
         if p.carve_occupancy:
             self.hull = carve_occupancy(self.occupancy, self.train_data)
@@ -127,7 +127,7 @@ class FitPhase(Phase):
                                         RenderRequest(bg.to(dev), perturb=True))
         mse = F.mse_loss(out.rgb.float(), target.to(dev))
         assert out.sample_weights is not None  # render_rays always returns them
-        stats = {"psnr": psnr_from_mse(float(mse.detach())),
+        stats = {"psnr": psnr_tensor(mse),
                  "samples_per_ray": out.sample_weights.numel() / p.batch_rays}
         loss = mse
         if p.lambda_time_tv > 0:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from animate124 import ops
 from animate124.errors import ConfigError
-from animate124.ops.raymarch import check_values
+from animate124.ops._checks import check_values
 from animate124.render.cameras import autocast_off, fp32_geometry
 from animate124.render.occupancy import OccupancyGrid
 from animate124.types import RenderOutput, RenderRequest
@@ -90,7 +90,7 @@ def sample_ray_indices(rays: Tensor, n_samples: int) -> Tensor:
 
     Works whatever order the marcher assigned the offsets in (the CUDA marcher allocates them atomically). No host
     sync: the output size is the known ``n_samples``, and the packing check is a device-side assert on the GPU
-    (:func:`animate124.ops.raymarch.check_values`; a ``ValueError`` on the CPU).
+    (:func:`animate124.ops._checks.check_values`; a ``ValueError`` on the CPU).
 
     Args:
         rays: [N, 2] int (offset, count).
