@@ -296,15 +296,14 @@ def extension_names() -> set[str]:
 @contextlib.contextmanager
 def fake_cuda(monkeypatch: Any) -> Iterator[RealCpuFakeCuda]:
     """Real CPU, fake CUDA, the kernels' twin as ``animate124._C`` and CUDA autocast usable without a GPU."""
-    import torch.cuda.amp.common as amp_common
-
     from animate124.ops import _backend
 
     monkeypatch.delenv("ANIMATE124_FORCE_REFERENCE", raising=False)
     monkeypatch.setattr(_backend, "get", lambda: FakeExtension)
     monkeypatch.setattr(_backend, "available", lambda: True)
-    # torch.autocast("cuda") disables itself (with a warning) when no GPU is present; a GPU run has one
-    monkeypatch.setattr(amp_common, "amp_definitely_not_available", lambda: False)
+    # torch.amp.autocast("cuda") disables itself (with a warning) when no GPU is present; a GPU run has one. The
+    # check it calls lives in torch.cuda.amp.common (patched by name; not a use of the deprecated torch.cuda.amp API)
+    monkeypatch.setattr("torch.cuda.amp.common.amp_definitely_not_available", lambda: False)
     monkeypatch.setattr(nn.Module, "_apply", _module_apply)
     # safetensors' load_file(device="cuda") allocates through the CUDA runtime itself, below the dispatcher: load on
     # the CPU, then move (the same tensors, through the traced .to())

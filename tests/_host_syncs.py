@@ -30,7 +30,6 @@ READS = {
     torch.Tensor.numpy: "numpy",
     torch.Tensor.nonzero: "nonzero",
     torch.nonzero: "nonzero",
-    torch.Tensor.any: None,  # only a sync when its result is read: recorded through bool/item
     torch.masked_select: "masked_select",
     torch.Tensor.masked_select: "masked_select",
     torch.unique: "unique",
@@ -38,7 +37,7 @@ READS = {
     torch.repeat_interleave: "repeat_interleave",
     torch.Tensor.repeat_interleave: "repeat_interleave",
 }
-"""Tensor calls that read values on the host (None: not by itself)."""
+"""Tensor calls that read values on the host (``any``/``all`` are not: their result is read through bool/item)."""
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ class FitPhase(Phase):
         """``step`` and ``val_psnr`` of the best validation so far (restored on resume)."""
         self.occupancy = OccupancyGrid.from_config(cfg.render, p.time_slots, cfg.field.bound,
                                                    density_thresh=p.occupancy_thresh).to(self.device)
-        self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render).to(self.device)
+        self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render)
         self.hull: Tensor | None = None
         if p.carve_occupancy:
             self.hull = carve_occupancy(self.occupancy, self.train_data)

@@ -116,7 +116,7 @@ class GenerationPhase(Phase):
         self.ref = ref.at(p.ref_size).to(dev)
         self.field = build_field(cfg.field, dynamic=self.dynamic).to(dev)
         self.occupancy = OccupancyGrid.from_config(cfg.render, p.time_slots, cfg.field.bound).to(dev)
-        self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render).to(dev)
+        self.renderer = VolumeRenderer(self.field, self.occupancy, cfg.render)
         self.optimizer = torch.optim.Adam(self.field.param_groups(p.optim.lr, p.optim.grid_lr_scale),
                                           betas=tuple(p.optim.betas), eps=p.optim.eps)
         return ref

@@ -61,7 +61,7 @@ class RefinePhase(DynamicPhase):
         self._source = (model_state, state)
         frozen = scene_from_checkpoint(self.source_checkpoint, self.device, dynamic=True)
         self.frozen_field, self.frozen_occupancy = frozen.field, frozen.occupancy
-        self.frozen_renderer = VolumeRenderer(self.frozen_field, self.frozen_occupancy, self.cfg.render).to(self.device)
+        self.frozen_renderer = VolumeRenderer(self.frozen_field, self.frozen_occupancy, self.cfg.render)
         self.controlnet = self._controlnet_term()
         log.info("refine: frozen copy and start from %s; ControlNet %s", self.source_checkpoint,
                  "on" if self.controlnet is not None else "off")

@@ -81,8 +81,8 @@ class VolumeRenderer(nn.Module):
             raise ConfigError(f"render.max_steps must be >= 1, got {self.cfg.max_steps}; the original uses 1024")
         b = self.bound
         self.aabb: Tensor
-        # on the grid's device: a renderer built around CUDA modules must not march CPU rays (issue 11: the phases
-        # built it without .to(device), so every render moved the cameras back to the CPU)
+        # born on the grid's device, so callers need not move the renderer: a CPU aabb sent every render's cameras
+        # back to the CPU, next to a CUDA bitfield (issue 11)
         self.register_buffer("aabb", torch.tensor([-b, -b, -b, b, b, b], device=occupancy.bitfield.device),
                              persistent=False)
 
